@@ -1,0 +1,349 @@
+//! Typed, layered settings: the embedded `config/default.toml` < an optional file <
+//! `ADOPT__SECTION__KEY` env vars < `DATABASE_URL` / `SMTP_URL` / `HTTP_ADDR`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use serde::Deserialize;
+
+use crate::delivery::retry::RetryPolicy;
+
+/// The defaults, compiled in so the binary runs with no file at all.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub app: AppSettings,
+    pub database: DatabaseSettings,
+    pub smtp: SmtpSettings,
+    pub outbox: OutboxSettings,
+    pub worker: WorkerSettings,
+    pub retry: RetryPolicy,
+    pub bounce: BounceSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSettings {
+    pub name: String,
+    pub base_url: String,
+    pub support_email: String,
+    pub from_email: String,
+    pub from_name: String,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_secs", &self.acquire_timeout_secs)
+            .finish()
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub url: String,
+    pub timeout_secs: u64,
+    pub pool_size: u32,
+    pub helo_name: String,
+    pub provider_id: String,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("url", &redact_url(&self.url))
+            .field("timeout_secs", &self.timeout_secs)
+            .field("pool_size", &self.pool_size)
+            .field("helo_name", &self.helo_name)
+            .field("provider_id", &self.provider_id)
+            .finish()
+    }
+}
+
+impl SmtpSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSettings {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub batch_size: u32,
+    pub concurrency: u32,
+    pub poll_interval_ms: u64,
+    pub lease_secs: u64,
+    pub shutdown_grace_secs: u64,
+    pub rate_limit_per_sec: u32,
+}
+
+impl WorkerSettings {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BounceSettings {
+    pub soft_bounce_threshold: i32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub addr: SocketAddr,
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl Settings {
+    /// Loads every layer. `file` is the `--config` / `ADOPT_CONFIG` path, if any.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`], with the environment given explicitly (tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Built by hand rather than with figment's Env provider so tests can pass an
+        // environment without touching the process-global one.
+        let mut nested = figment::value::Dict::new();
+        for (key, value) in &env {
+            if let Some(rest) = key.strip_prefix("ADOPT__") {
+                let path = rest.to_ascii_lowercase().replace("__", ".");
+                nested.insert(path, figment::value::Value::from(value.clone()));
+            }
+        }
+        for (name, path) in [
+            ("DATABASE_URL", "database.url"),
+            ("SMTP_URL", "smtp.url"),
+            ("HTTP_ADDR", "http.addr"),
+        ] {
+            if let Some((_, value)) = env.iter().find(|(k, _)| k == name) {
+                nested.insert(path.to_string(), figment::value::Value::from(value.clone()));
+            }
+        }
+        for (path, value) in nested {
+            figment = figment.merge((path.as_str(), parse_env_value(value)));
+        }
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let w = &self.worker;
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if w.batch_size == 0 || w.concurrency == 0 {
+            return invalid("worker.batch_size and worker.concurrency must be at least 1".into());
+        }
+        if w.poll_interval_ms == 0 {
+            return invalid("worker.poll_interval_ms must be at least 1".into());
+        }
+        if w.lease_secs <= self.smtp.timeout_secs {
+            return invalid(format!(
+                "worker.lease_secs ({}) must exceed smtp.timeout_secs ({}), or live sends would be taken over",
+                w.lease_secs, self.smtp.timeout_secs
+            ));
+        }
+        if self.database.max_connections < 2 {
+            return invalid("database.max_connections must be at least 2".into());
+        }
+        if self.smtp.pool_size == 0 {
+            return invalid("smtp.pool_size must be at least 1".into());
+        }
+        if self.bounce.soft_bounce_threshold < 1 {
+            return invalid("bounce.soft_bounce_threshold must be at least 1".into());
+        }
+        self.retry.validate().map_err(ConfigError::Invalid)?;
+        if url::Url::parse(&self.app.base_url).is_err() {
+            return invalid(format!(
+                "app.base_url is not a URL: {:?}",
+                self.app.base_url
+            ));
+        }
+        if url::Url::parse(&self.http.public_url).is_err() {
+            return invalid(format!(
+                "http.public_url is not a URL: {:?}",
+                self.http.public_url
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Env values are strings; let numbers and booleans through as such so typed fields parse.
+fn parse_env_value(value: figment::value::Value) -> figment::value::Value {
+    use figment::value::Value;
+    let Value::String(tag, s) = &value else {
+        return value;
+    };
+    if let Ok(i) = s.parse::<i64>() {
+        return Value::from(i);
+    }
+    if let Ok(f) = s.parse::<f64>() {
+        return Value::from(f);
+    }
+    match s.as_str() {
+        "true" => Value::Bool(*tag, true),
+        "false" => Value::Bool(*tag, false),
+        _ => value,
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for logs.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) if raw.is_empty() => String::new(),
+        Err(_) => "<unparseable url>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_without_any_file_or_env() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.smtp.url, "");
+        assert_eq!(s.worker.batch_size, 32);
+        assert_eq!(s.log.format, LogFormat::Human);
+    }
+
+    #[test]
+    fn env_layers_override_in_order() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("ADOPT__WORKER__BATCH_SIZE", "7"),
+                ("ADOPT__DATABASE__URL", "postgres://a@h/x"),
+                ("DATABASE_URL", "postgres://b@h/y"),
+                ("SMTP_URL", "smtp://127.0.0.1:2525"),
+                ("HTTP_ADDR", "127.0.0.1:9999"),
+                ("ADOPT__RETRY__JITTER", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.worker.batch_size, 7);
+        assert_eq!(s.database.url, "postgres://b@h/y");
+        assert_eq!(s.smtp.url, "smtp://127.0.0.1:2525");
+        assert_eq!(s.http.addr.port(), 9999);
+        assert_eq!(s.retry.jitter, 0.0);
+    }
+
+    #[test]
+    fn file_layer_sits_between_defaults_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[worker]\nbatch_size = 3\nconcurrency = 2\n").unwrap();
+        let s =
+            Settings::load_from(Some(&path), env(&[("ADOPT__WORKER__CONCURRENCY", "5")])).unwrap();
+        assert_eq!(s.worker.batch_size, 3);
+        assert_eq!(s.worker.concurrency, 5);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = Settings::load_from(None, env(&[("ADOPT__WORKER__BATCH_SIZ", "3")])).unwrap_err();
+        assert!(err.to_string().contains("batch_siz"), "{err}");
+        let err =
+            Settings::load_from(None, env(&[("ADOPT__WORKER__LEASE_SECS", "5")])).unwrap_err();
+        assert!(err.to_string().contains("lease_secs"), "{err}");
+        let err = Settings::load_from(Some(Path::new("/nonexistent.toml")), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent.toml"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("SMTP_URL", "smtp://user:hunter2@relay.example:587"),
+                ("DATABASE_URL", "postgres://u:pw@h/d"),
+            ]),
+        )
+        .unwrap();
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains(":pw@"), "{dbg}");
+    }
+}

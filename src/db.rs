@@ -1,0 +1,127 @@
+//! The PostgreSQL pool and migrations. Every connection runs in UTC because the seed's
+//! timestamps carry no time zone.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+use crate::config::{DatabaseSettings, redact_url};
+
+/// The project's migrations: the seed schema, then the worker's own additions.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database URL {url}: {source}")]
+    BadUrl { url: String, source: sqlx::Error },
+    #[error("cannot reach the database at {url}: {source}")]
+    Unreachable { url: String, source: sqlx::Error },
+    #[error("cannot create database at {url}: {source}")]
+    Create { url: String, source: sqlx::Error },
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
+    let opts = PgConnectOptions::from_str(url).map_err(|source| DbError::BadUrl {
+        url: redact_url(url),
+        source,
+    })?;
+    Ok(opts
+        .options([("TimeZone", "UTC")])
+        .application_name("adopt-worker"))
+}
+
+/// A lazily connecting pool: the process starts even while the database is down, and
+/// every use reconnects.
+pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
+        .connect_lazy_with(connect_options(&settings.url)?))
+}
+
+/// Connects now, failing with one readable error when the server is unreachable.
+pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    let pool = pool(settings)?;
+    sqlx::query("SELECT 1")
+        .execute(&pool)
+        .await
+        .map_err(|source| DbError::Unreachable {
+            url: redact_url(&settings.url),
+            source,
+        })?;
+    Ok(pool)
+}
+
+/// `adopt-worker migrate`: create the database if missing, then apply migrations.
+pub async fn create_and_migrate(settings: &DatabaseSettings) -> Result<MigrateReport, DbError> {
+    let url = &settings.url;
+    connect_options(url)?;
+    let exists = Postgres::database_exists(url)
+        .await
+        .map_err(|source| DbError::Unreachable {
+            url: redact_url(url),
+            source,
+        })?;
+    if !exists {
+        Postgres::create_database(url)
+            .await
+            .map_err(|source| DbError::Create {
+                url: redact_url(url),
+                source,
+            })?;
+    }
+    let pool = connect(settings).await?;
+    let before = applied_migrations(&pool).await.unwrap_or(0);
+    MIGRATOR.run(&pool).await?;
+    let after = applied_migrations(&pool).await?;
+    let location = pets_location_kind(&pool).await?;
+    pool.close().await;
+    Ok(MigrateReport {
+        created_database: !exists,
+        applied: after.saturating_sub(before),
+        total: after,
+        pets_location: location,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct MigrateReport {
+    pub created_database: bool,
+    pub applied: i64,
+    pub total: i64,
+    /// Which column type `pets.location` got: PostGIS geography or the documented fallback.
+    pub pets_location: String,
+}
+
+async fn applied_migrations(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+}
+
+/// `geography` when PostGIS was available at migration time, else `point` (fallback).
+pub async fn pets_location_kind(pool: &PgPool) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+         WHERE a.attrelid = 'pets'::regclass AND a.attname = 'location'",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// True when every migration this binary knows has been applied (readiness).
+pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await?;
+    Ok(applied.unwrap_or(0) >= latest)
+}

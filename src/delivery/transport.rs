@@ -1,0 +1,270 @@
+//! Where messages go: a pooled SMTP relay, or the local outbox of `.eml` files when no
+//! SMTP is configured (the embedded default).
+
+use std::path::{Path, PathBuf};
+
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use uuid::Uuid;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::classify::SendFailure;
+use crate::config::{OutboxSettings, SmtpSettings, redact_url};
+
+/// `provider_id` written for emails that went to the outbox.
+pub const OUTBOX_PROVIDER_ID: &str = "outbox";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("invalid SMTP URL {url}: {problem}")]
+    BadUrl { url: String, problem: String },
+    #[error("cannot create outbox directory {dir}: {source}")]
+    Outbox {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What the receiving side said when it took the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub provider_id: String,
+    /// The relay's queue id when its 250 reply names one ("queued as X"), else the
+    /// Message-ID, so a relay's webhook can find the row either way.
+    pub provider_message_id: Option<String>,
+}
+
+#[derive(Clone)]
+pub enum Transport {
+    Smtp(Arc<SmtpRelay>),
+    Outbox { dir: PathBuf },
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Transport {
+    pub fn from_settings(
+        smtp: &SmtpSettings,
+        outbox: &OutboxSettings,
+    ) -> Result<Transport, TransportError> {
+        if smtp.url.trim().is_empty() {
+            std::fs::create_dir_all(&outbox.dir).map_err(|source| TransportError::Outbox {
+                dir: outbox.dir.clone(),
+                source,
+            })?;
+            return Ok(Transport::Outbox {
+                dir: outbox.dir.clone(),
+            });
+        }
+        let url = secure_by_default(&smtp.url)?;
+        let bad = |problem: String| TransportError::BadUrl {
+            url: redact_url(&smtp.url),
+            problem,
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
+            .map_err(|e| bad(e.to_string()))?
+            .timeout(Some(smtp.timeout()))
+            .pool_config(
+                PoolConfig::new()
+                    .max_size(smtp.pool_size)
+                    .min_idle(0)
+                    .idle_timeout(std::time::Duration::from_secs(60)),
+            );
+        if !smtp.helo_name.is_empty() {
+            builder = builder.hello_name(ClientId::Domain(smtp.helo_name.clone()));
+        }
+        Ok(Transport::Smtp(Arc::new(SmtpRelay {
+            mailer: RwLock::new(builder.clone().build()),
+            builder,
+            timeout: smtp.timeout(),
+            provider_id: smtp.provider_id.clone(),
+            description: format!("smtp {}", redact_url(&url)),
+        })))
+    }
+
+    /// For logs: the relay URL without its password, or the outbox path.
+    pub fn describe(&self) -> String {
+        match self {
+            Transport::Smtp(relay) => relay.description.clone(),
+            Transport::Outbox { dir } => format!("outbox {}", dir.display()),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        email_id: Uuid,
+        message: &Message,
+        message_id: &str,
+    ) -> Result<Accepted, SendFailure> {
+        match self {
+            Transport::Smtp(relay) => relay.send(message, message_id).await,
+            Transport::Outbox { dir } => {
+                write_eml(dir, email_id, &message.formatted())
+                    .await
+                    .map_err(|e| {
+                        SendFailure::transient(format!(
+                            "outbox write failed in {}: {e}",
+                            dir.display()
+                        ))
+                    })?;
+                Ok(Accepted {
+                    provider_id: OUTBOX_PROVIDER_ID.to_string(),
+                    provider_message_id: Some(message_id.to_string()),
+                })
+            }
+        }
+    }
+}
+
+/// A pooled relay connection. lettre's own timeout covers only the TCP connect, so every
+/// send is bounded here; a send cut short leaves its pooled connection mid-command, so the
+/// pool is replaced rather than trusted again.
+pub struct SmtpRelay {
+    mailer: RwLock<AsyncSmtpTransport<Tokio1Executor>>,
+    builder: lettre::transport::smtp::AsyncSmtpTransportBuilder,
+    timeout: Duration,
+    provider_id: String,
+    description: String,
+}
+
+impl SmtpRelay {
+    fn mailer(&self) -> AsyncSmtpTransport<Tokio1Executor> {
+        match self.mailer.read() {
+            Ok(m) => m.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn replace_pool(&self) {
+        let fresh = self.builder.clone().build();
+        match self.mailer.write() {
+            Ok(mut m) => *m = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+    }
+
+    async fn send(&self, message: &Message, message_id: &str) -> Result<Accepted, SendFailure> {
+        let mailer = self.mailer();
+        let response = match tokio::time::timeout(self.timeout, mailer.send(message.clone())).await
+        {
+            Ok(result) => result.map_err(|e| SendFailure::from_smtp_error(&e))?,
+            Err(_) => {
+                self.replace_pool();
+                return Err(SendFailure::transient(format!(
+                    "timed out after {}s waiting for the SMTP server; the message may have been delivered",
+                    self.timeout.as_secs()
+                )));
+            }
+        };
+        let text = response.message().collect::<Vec<_>>().join(" ");
+        Ok(Accepted {
+            provider_id: self.provider_id.clone(),
+            provider_message_id: Some(queue_id(&text).unwrap_or_else(|| message_id.to_string())),
+        })
+    }
+}
+
+/// `smtp://` to anything but loopback means STARTTLS is required unless the URL says
+/// otherwise (`?tls=none|opportunistic`), so credentials never cross a network in clear.
+fn secure_by_default(raw: &str) -> Result<String, TransportError> {
+    let mut url = url::Url::parse(raw).map_err(|e| TransportError::BadUrl {
+        url: redact_url(raw),
+        problem: e.to_string(),
+    })?;
+    let tls = url
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    match (url.scheme(), tls.as_deref()) {
+        ("smtp", Some("none")) => {
+            // lettre's spelling of "plain" is no tls parameter at all.
+            let rest: Vec<(String, String)> = url
+                .query_pairs()
+                .filter(|(k, _)| k != "tls")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            url.set_query(None);
+            if !rest.is_empty() {
+                url.query_pairs_mut().extend_pairs(rest);
+            }
+        }
+        ("smtp", None) => {
+            let loopback = matches!(
+                url.host_str(),
+                Some("localhost" | "127.0.0.1" | "[::1]" | "::1")
+            ) || url.host_str().is_some_and(|h| h.starts_with("127."));
+            if !loopback {
+                url.query_pairs_mut().append_pair("tls", "required");
+            }
+        }
+        ("smtp" | "smtps", _) => {}
+        (other, _) => {
+            return Err(TransportError::BadUrl {
+                url: redact_url(raw),
+                problem: format!("scheme {other:?} is not smtp or smtps"),
+            });
+        }
+    }
+    Ok(url.to_string())
+}
+
+/// "250 2.0.0 Ok: queued as 4F7C21A0B3" → "4F7C21A0B3".
+fn queue_id(reply: &str) -> Option<String> {
+    let lower = reply.to_ascii_lowercase();
+    let at = lower.find("queued as ")? + "queued as ".len();
+    let id: String = reply[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '<' | '>'))
+        .collect();
+    (!id.is_empty()).then_some(id)
+}
+
+/// Writes `<email_id>.eml` atomically (temp file, then rename): a reader never sees half a
+/// message, and a retry overwrites rather than duplicates.
+async fn write_eml(dir: &Path, email_id: Uuid, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{email_id}.eml.tmp"));
+    let path = dir.join(format!("{email_id}.eml"));
+    tokio::fs::write(&tmp, bytes).await?;
+    tokio::fs::rename(&tmp, &path).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_id_is_taken_from_the_reply() {
+        assert_eq!(
+            queue_id("2.0.0 Ok: queued as 4F7C21A0B3").as_deref(),
+            Some("4F7C21A0B3")
+        );
+        assert_eq!(queue_id("OK id=1abc"), None);
+    }
+
+    #[test]
+    fn remote_plain_smtp_requires_starttls() {
+        assert!(
+            secure_by_default("smtp://u:p@relay.example:587")
+                .unwrap()
+                .contains("tls=required")
+        );
+        assert!(
+            !secure_by_default("smtp://127.0.0.1:2525")
+                .unwrap()
+                .contains("tls")
+        );
+        assert!(
+            !secure_by_default("smtp://relay.example:25?tls=none")
+                .unwrap()
+                .contains("tls")
+        );
+        assert!(secure_by_default("http://x").is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! adopt-worker: the background job and email delivery worker of the Adopt Don't Shop
+//! platform. See README.md for the tour; DESIGN.md is the behaviour contract.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod delivery;
+pub mod queue;
+pub mod startup;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,327 @@
+//! The `email_queue` table: claiming due rows and every state transition of a row's life.
+//! Nothing else in the crate writes this table's status; each transition is one UPDATE
+//! fenced on the claim (`status = 'sending' AND last_attempt_at = claimed_at`).
+
+mod model;
+
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub use model::{ClaimedEmail, EmailPriority, EmailStatus, EmailType};
+
+/// PostgreSQL's NOTIFY channel that the queue trigger signals when a due row appears.
+pub const NOTIFY_CHANNEL: &str = "adopt_worker_email_queue";
+
+/// Columns returned for a claimed row (matches [`ClaimedEmail`]).
+macro_rules! claimed_columns {
+    ($p:literal) => {
+        concat!(
+            $p,
+            "email_id, ",
+            $p,
+            "template_id, ",
+            $p,
+            "from_email, ",
+            $p,
+            "from_name, ",
+            $p,
+            "to_email, ",
+            $p,
+            "to_name, ",
+            $p,
+            "cc_emails, ",
+            $p,
+            "bcc_emails, ",
+            $p,
+            "reply_to_email, ",
+            $p,
+            "subject, ",
+            $p,
+            "html_content, ",
+            $p,
+            "text_content, ",
+            $p,
+            "template_data, ",
+            $p,
+            "type, ",
+            $p,
+            "priority, ",
+            $p,
+            "max_retries, ",
+            $p,
+            "current_retries, ",
+            $p,
+            "last_attempt_at, ",
+            $p,
+            "metadata, ",
+            $p,
+            "campaign_id, ",
+            $p,
+            "user_id, ",
+            $p,
+            "created_at, ",
+            $p,
+            "tags"
+        )
+    };
+}
+
+/// Claims up to `limit` due rows, highest priority first and oldest due time first within
+/// a priority, and marks them `sending`. One statement: per priority value, an index range
+/// scan on `idx_email_queue_claim` that stops at the first row not yet due, so rows
+/// scheduled in the future cost nothing however many there are; the nested loop walks the
+/// priorities in array order and the outer LIMIT stops it as soon as the batch is full.
+/// `SKIP LOCKED` lets any
+/// number of processes claim at once without ever taking the same row.
+pub async fn claim_due(pool: &PgPool, limit: u32) -> Result<Vec<ClaimedEmail>, sqlx::Error> {
+    const SQL: &str = concat!(
+        "WITH due AS (
+            SELECT c.email_id
+            FROM unnest('{urgent,high,normal,low}'::email_priority_enum[]) AS p(priority)
+            CROSS JOIN LATERAL (
+                SELECT q.email_id FROM email_queue q
+                WHERE q.status = 'queued' AND q.priority = p.priority
+                  AND COALESCE(q.scheduled_for, q.created_at, '-infinity') <= (now() AT TIME ZONE 'UTC')
+                ORDER BY COALESCE(q.scheduled_for, q.created_at, '-infinity')
+                LIMIT $1
+                FOR UPDATE OF q SKIP LOCKED
+            ) c
+            LIMIT $1
+        )
+        UPDATE email_queue e
+        SET status = 'sending',
+            last_attempt_at = clock_timestamp() AT TIME ZONE 'UTC',
+            updated_at = clock_timestamp() AT TIME ZONE 'UTC'
+        FROM due WHERE e.email_id = due.email_id
+        RETURNING ",
+        claimed_columns!("e.")
+    );
+    let mut rows: Vec<ClaimedEmail> = sqlx::query_as(SQL)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+    rows.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then_with(|| a.created_at.cmp(&b.created_at))
+    });
+    Ok(rows)
+}
+
+/// What the transition did. `Fenced` means another attempt owns the row now (its lease
+/// expired and it was taken back), so this attempt's result was not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Written(EmailStatus),
+    Fenced,
+}
+
+fn recorded(status: Option<EmailStatus>) -> Recorded {
+    status.map_or(Recorded::Fenced, Recorded::Written)
+}
+
+/// What the worker rendered for a template email, stored with the result so the row holds
+/// exactly what was sent.
+#[derive(Debug, Clone, Default)]
+pub struct RenderedContent {
+    pub subject: String,
+    pub html_content: String,
+    pub text_content: Option<String>,
+    pub template_version: Option<i32>,
+}
+
+/// queued → sending → **sent**. Also accepted while the row sits `queued` after a lease
+/// reclaim that no newer attempt has picked up yet: the mail did go, so say so rather than
+/// send it twice.
+pub async fn mark_sent(
+    pool: &PgPool,
+    email: &ClaimedEmail,
+    provider_id: &str,
+    provider_message_id: Option<&str>,
+    rendered: Option<&RenderedContent>,
+) -> Result<Recorded, sqlx::Error> {
+    let status: Option<EmailStatus> = sqlx::query_scalar(
+        "UPDATE email_queue SET
+            status = 'sent',
+            sent_at = now() AT TIME ZONE 'UTC',
+            provider_id = $3,
+            provider_message_id = $4,
+            failure_reason = NULL,
+            subject = COALESCE($5, subject),
+            html_content = COALESCE($6, html_content),
+            text_content = CASE WHEN $5 IS NULL THEN text_content ELSE $7 END,
+            metadata = CASE WHEN $8::int IS NULL THEN metadata
+                       ELSE COALESCE(metadata, '{}') || jsonb_build_object('templateVersion', $8::int) END,
+            updated_at = now() AT TIME ZONE 'UTC'
+         WHERE email_id = $1 AND last_attempt_at = $2 AND status IN ('sending', 'queued')
+         RETURNING status",
+    )
+    .bind(email.email_id)
+    .bind(email.claimed_at)
+    .bind(provider_id)
+    .bind(provider_message_id)
+    .bind(rendered.map(|r| r.subject.as_str()))
+    .bind(rendered.map(|r| r.html_content.as_str()))
+    .bind(rendered.and_then(|r| r.text_content.as_deref()))
+    .bind(rendered.and_then(|r| r.template_version))
+    .fetch_optional(pool)
+    .await?;
+    Ok(recorded(status))
+}
+
+/// sending → **queued** again with `current_retries + 1` and `scheduled_for = now + delay`,
+/// or → **failed** when the row has no retries left. The CASE keeps the seed's check
+/// `current_retries <= max_retries` true in every branch; NULL `max_retries` means
+/// `default_max_retries`.
+pub async fn schedule_retry(
+    pool: &PgPool,
+    email: &ClaimedEmail,
+    default_max_retries: i32,
+    delay: Duration,
+    reason: &str,
+) -> Result<Recorded, sqlx::Error> {
+    let status: Option<EmailStatus> = sqlx::query_scalar(
+        "UPDATE email_queue SET
+            status = CASE WHEN COALESCE(current_retries, 0) < COALESCE(max_retries, $3)
+                          THEN 'queued' ELSE 'failed' END::email_status_enum,
+            scheduled_for = CASE WHEN COALESCE(current_retries, 0) < COALESCE(max_retries, $3)
+                          THEN (now() AT TIME ZONE 'UTC') + make_interval(secs => $4)
+                          ELSE scheduled_for END,
+            failure_reason = CASE WHEN COALESCE(current_retries, 0) < COALESCE(max_retries, $3)
+                          THEN $5
+                          ELSE $5 || ' (gave up after ' || COALESCE(current_retries, 0) || ' retries)' END,
+            current_retries = CASE WHEN COALESCE(current_retries, 0) < COALESCE(max_retries, $3)
+                          THEN COALESCE(current_retries, 0) + 1 ELSE current_retries END,
+            updated_at = now() AT TIME ZONE 'UTC'
+         WHERE email_id = $1 AND last_attempt_at = $2 AND status = 'sending'
+         RETURNING status",
+    )
+    .bind(email.email_id)
+    .bind(email.claimed_at)
+    .bind(default_max_retries)
+    .bind(delay.as_secs_f64())
+    .bind(reason)
+    .fetch_optional(pool)
+    .await?;
+    Ok(recorded(status))
+}
+
+/// sending → **failed** (permanent: bad input, policy rejection, suppressed recipient).
+pub async fn mark_failed(
+    pool: &PgPool,
+    email: &ClaimedEmail,
+    reason: &str,
+) -> Result<Recorded, sqlx::Error> {
+    finish(pool, email, EmailStatus::Failed, reason, None).await
+}
+
+/// sending → **unsubscribed** (the recipient opted out; nothing was sent).
+pub async fn mark_unsubscribed(
+    pool: &PgPool,
+    email: &ClaimedEmail,
+    reason: &str,
+) -> Result<Recorded, sqlx::Error> {
+    finish(pool, email, EmailStatus::Unsubscribed, reason, None).await
+}
+
+/// sending → **bounced** (recipient rejected permanently). `bounce` is merged into
+/// `tracking` (`bouncedAt`, `bounceType`, `bounceCode`, `bounceReason`).
+pub async fn mark_bounced(
+    pool: &PgPool,
+    email: &ClaimedEmail,
+    reason: &str,
+    bounce: Value,
+) -> Result<Recorded, sqlx::Error> {
+    finish(pool, email, EmailStatus::Bounced, reason, Some(bounce)).await
+}
+
+async fn finish(
+    pool: &PgPool,
+    email: &ClaimedEmail,
+    status: EmailStatus,
+    reason: &str,
+    tracking_patch: Option<Value>,
+) -> Result<Recorded, sqlx::Error> {
+    let status: Option<EmailStatus> = sqlx::query_scalar(
+        "UPDATE email_queue SET
+            status = $3,
+            failure_reason = $4,
+            tracking = CASE WHEN $5::jsonb IS NULL THEN tracking
+                       ELSE COALESCE(tracking, '{}') || $5::jsonb END,
+            updated_at = now() AT TIME ZONE 'UTC'
+         WHERE email_id = $1 AND last_attempt_at = $2 AND status = 'sending'
+         RETURNING status",
+    )
+    .bind(email.email_id)
+    .bind(email.claimed_at)
+    .bind(status)
+    .bind(reason)
+    .bind(tracking_patch)
+    .fetch_optional(pool)
+    .await?;
+    Ok(recorded(status))
+}
+
+/// sending → **queued**, not counted as an attempt: rows claimed but never handed to SMTP
+/// (shutdown, or a batch this process could not start).
+pub async fn release(pool: &PgPool, emails: &[ClaimedEmail]) -> Result<u64, sqlx::Error> {
+    if emails.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = emails.iter().map(|e| e.email_id).collect();
+    let fences: Vec<NaiveDateTime> = emails.iter().map(|e| e.claimed_at).collect();
+    let done = sqlx::query(
+        "UPDATE email_queue e SET status = 'queued', updated_at = now() AT TIME ZONE 'UTC'
+         FROM unnest($1::uuid[], $2::timestamp[]) AS r(email_id, fence)
+         WHERE e.email_id = r.email_id AND e.last_attempt_at = r.fence AND e.status = 'sending'",
+    )
+    .bind(ids)
+    .bind(fences)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// The lease reaper: rows left `sending` longer than `lease` (their worker died) go back to
+/// `queued`, due at once, counting as a failed attempt, or to `failed` when out of retries.
+/// Delivery may already have happened: the Message-ID is stable, so receivers can dedupe.
+pub async fn reclaim_expired(
+    pool: &PgPool,
+    lease: Duration,
+    default_max_retries: i32,
+) -> Result<u64, sqlx::Error> {
+    let reason = format!(
+        "worker lease expired after {}s in 'sending' (worker stopped mid-send); the message may have been delivered",
+        lease.as_secs()
+    );
+    let done = sqlx::query(
+        "UPDATE email_queue SET
+            status = CASE WHEN COALESCE(current_retries, 0) < COALESCE(max_retries, $2)
+                          THEN 'queued' ELSE 'failed' END::email_status_enum,
+            current_retries = CASE WHEN COALESCE(current_retries, 0) < COALESCE(max_retries, $2)
+                          THEN COALESCE(current_retries, 0) + 1 ELSE current_retries END,
+            scheduled_for = CASE WHEN COALESCE(current_retries, 0) < COALESCE(max_retries, $2)
+                          THEN now() AT TIME ZONE 'UTC' ELSE scheduled_for END,
+            failure_reason = $3,
+            updated_at = now() AT TIME ZONE 'UTC'
+         WHERE status = 'sending'
+           AND last_attempt_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => $1)",
+    )
+    .bind(lease.as_secs_f64())
+    .bind(default_max_retries)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Row counts by status (the `drain` summary, readiness, metrics).
+pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(EmailStatus, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT status, count(*) FROM email_queue GROUP BY status ORDER BY status")
+        .fetch_all(pool)
+        .await
+}

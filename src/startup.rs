@@ -1,0 +1,259 @@
+//! Wires the application together: pool, transport, deliverer, the apalis Monitor with the
+//! email worker, the lease reaper and the HTTP server; runs until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use apalis::prelude::Monitor;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::config::Settings;
+use crate::db::{self, DbError};
+use crate::delivery::transport::{Transport, TransportError};
+use crate::delivery::{Deliverer, DeliveryPolicy, Tally};
+use crate::queue;
+use crate::worker::{self, ClaimBuffer, ClaimSettings, EmailWorker, Wakeups};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("worker monitor failed: {0}")]
+    Monitor(String),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+/// Which parts `run` starts (API and workers can scale separately).
+#[derive(Debug, Clone, Copy)]
+pub struct Parts {
+    pub workers: bool,
+    pub api: bool,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Parts {
+            workers: true,
+            api: true,
+        }
+    }
+}
+
+pub struct App {
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub deliverer: Deliverer,
+}
+
+impl App {
+    /// Builds everything that does not need the network yet (the pool connects lazily).
+    pub fn build(settings: Settings) -> Result<App, StartupError> {
+        let pool = db::pool(&settings.database)?;
+        let transport = Transport::from_settings(&settings.smtp, &settings.outbox)?;
+        let deliverer = Deliverer::new(
+            pool.clone(),
+            transport,
+            DeliveryPolicy {
+                retry: settings.retry.clone(),
+                soft_bounce_threshold: settings.bounce.soft_bounce_threshold,
+            },
+        );
+        Ok(App {
+            settings,
+            pool,
+            deliverer,
+        })
+    }
+
+    /// `adopt-worker drain`: deliver every row due now, then return the tally.
+    pub async fn drain(&self) -> Result<Tally, StartupError> {
+        let w = &self.settings.worker;
+        let tally = worker::drain(
+            &self.pool,
+            &self.deliverer,
+            w.batch_size,
+            w.concurrency as usize,
+        )
+        .await?;
+        Ok(tally)
+    }
+
+    /// Binds the HTTP listener now so callers (and tests) know the port before running.
+    pub async fn bind(&self) -> Result<TcpListener, StartupError> {
+        let addr = self.settings.http.addr;
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })
+    }
+
+    /// Runs workers, the reaper and the HTTP API until `shutdown` resolves, then stops
+    /// claiming, lets in-flight sends finish within the grace period, and returns.
+    pub async fn run_until_stopped(
+        self,
+        listener: Option<TcpListener>,
+        parts: Parts,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        info!(transport = %self.deliverer.transport().describe(), "adopt-worker starting");
+
+        let api = match (parts.api, listener) {
+            (true, Some(listener)) => Some(tokio::spawn(serve_http(
+                listener,
+                self.pool.clone(),
+                wait_for(stop_rx.clone()),
+            ))),
+            _ => None,
+        };
+
+        if parts.workers {
+            let reaper = tokio::spawn(reap_leases(
+                self.pool.clone(),
+                self.settings.worker.lease(),
+                self.settings.retry.default_max_retries,
+                stop_rx.clone(),
+            ));
+            let buffer = ClaimBuffer::default();
+            let w = &self.settings.worker;
+            let name = format!(
+                "email-sender@{}-{}",
+                hostname::get()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                std::process::id()
+            );
+            let monitor = EmailWorker {
+                name,
+                pool: self.pool.clone(),
+                deliverer: self.deliverer.clone(),
+                claim: ClaimSettings {
+                    batch_size: w.batch_size,
+                    poll_interval: w.poll_interval(),
+                },
+                concurrency: w.concurrency as usize,
+                buffer: buffer.clone(),
+                wakeups: Wakeups::listen(self.pool.clone()),
+            }
+            .register(
+                Monitor::new()
+                    .should_restart(|ctx, err| {
+                        error!(worker = %ctx.name(), error = %err, "worker stopped; restarting");
+                        true
+                    })
+                    .shutdown_timeout(w.shutdown_grace()),
+            );
+            let stop = stop_rx.clone();
+            let result = monitor
+                .run_with_signal(async move {
+                    wait_for(stop).await;
+                    Ok(())
+                })
+                .await;
+            // Claimed but never handed to SMTP: back to the queue now, not after the lease.
+            let unsent = buffer.take_all();
+            match queue::release(&self.pool, &unsent).await {
+                Ok(n) if n > 0 => info!(released = n, "returned unsent claimed rows to the queue"),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(error = %e, "could not release claimed rows; the lease reaper will")
+                }
+            }
+            reaper.abort();
+            if let Err(e) = result {
+                return Err(StartupError::Monitor(e.to_string()));
+            }
+        } else {
+            wait_for(stop_rx.clone()).await;
+        }
+        if let Some(api) = api {
+            let _ = api.await;
+        }
+        info!("adopt-worker stopped");
+        Ok(())
+    }
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Takes back rows whose worker died mid-send. Runs in every process; the UPDATE is
+/// idempotent, so concurrent reapers are harmless.
+async fn reap_leases(
+    pool: PgPool,
+    lease: Duration,
+    default_max_retries: i32,
+    stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval((lease / 3).max(Duration::from_secs(1)));
+    loop {
+        tick.tick().await;
+        if *stop.borrow() {
+            return;
+        }
+        match queue::reclaim_expired(&pool, lease, default_max_retries).await {
+            Ok(0) => {}
+            Ok(n) => warn!(
+                reclaimed = n,
+                "took back rows whose worker stopped mid-send"
+            ),
+            Err(e) => warn!(error = %e, "lease reaper failed; will retry"),
+        }
+    }
+}
+
+async fn serve_http(
+    listener: TcpListener,
+    pool: PgPool,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    use axum::Router;
+    use axum::routing::get;
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(pool);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        error!(error = %e, "HTTP server failed");
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => info!("SIGINT received; shutting down"),
+        _ = term => info!("SIGTERM received; shutting down"),
+    }
+}

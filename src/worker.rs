@@ -1,0 +1,261 @@
+//! The email_queue worker: an apalis worker over a custom backend whose fetch stream claims
+//! due rows with the queue's claim statement, woken at once by LISTEN/NOTIFY and by a poll
+//! interval for scheduled rows and missed notifications. Also `drain`, the same delivery
+//! path run until nothing is due.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apalis::prelude::*;
+use futures::stream::{self, BoxStream, StreamExt};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::delivery::{Deliverer, Tally};
+use crate::queue::{self, ClaimedEmail};
+
+/// How the fetch stream claims.
+#[derive(Debug, Clone)]
+pub struct ClaimSettings {
+    pub batch_size: u32,
+    pub poll_interval: Duration,
+}
+
+/// Rows claimed by this process but not yet handed to a send task. Shared with startup so
+/// that on shutdown they go straight back to `queued` instead of waiting out the lease.
+#[derive(Clone, Default)]
+pub struct ClaimBuffer(Arc<Mutex<VecDeque<ClaimedEmail>>>);
+
+impl ClaimBuffer {
+    fn pop(&self) -> Option<ClaimedEmail> {
+        self.0.lock().ok().and_then(|mut b| b.pop_front())
+    }
+    fn extend(&self, rows: Vec<ClaimedEmail>) {
+        if let Ok(mut b) = self.0.lock() {
+            b.extend(rows);
+        }
+    }
+    /// Takes every buffered row (shutdown).
+    pub fn take_all(&self) -> Vec<ClaimedEmail> {
+        self.0
+            .lock()
+            .map(|mut b| b.drain(..).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A counter bumped on every NOTIFY; streams compare it before and after an empty claim so
+/// a notification that lands between the claim and the wait is never missed.
+#[derive(Clone)]
+pub struct Wakeups {
+    rx: watch::Receiver<u64>,
+}
+
+impl Wakeups {
+    /// Starts one LISTEN connection for this process. It reconnects by itself, and after a
+    /// reconnect wakes everyone, since notifications sent meanwhile are lost.
+    pub fn listen(pool: PgPool) -> Wakeups {
+        let (tx, rx) = watch::channel(0u64);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match listen_once(&pool, &tx).await {
+                    Ok(()) => return, // every receiver is gone
+                    Err(e) => {
+                        warn!(error = %e, "queue LISTEN connection lost; reconnecting");
+                        tx.send_modify(|n| *n += 1);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        });
+        Wakeups { rx }
+    }
+
+    /// Wakeups that only ever come from the poll interval (tests, `drain`).
+    pub fn none() -> Wakeups {
+        let (tx, rx) = watch::channel(0u64);
+        std::mem::forget(tx);
+        Wakeups { rx }
+    }
+
+    fn seen(&self) -> u64 {
+        *self.rx.borrow()
+    }
+
+    /// Waits for a notification newer than `seen`, or `timeout`.
+    async fn wait(&mut self, seen: u64, timeout: Duration) {
+        let rx = &mut self.rx;
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|n| *n != seen)).await;
+    }
+}
+
+async fn listen_once(pool: &PgPool, tx: &watch::Sender<u64>) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(queue::NOTIFY_CHANNEL).await?;
+    // Rows may have arrived while we were not listening.
+    tx.send_modify(|n| *n += 1);
+    loop {
+        if tx.is_closed() {
+            return Ok(());
+        }
+        let _ = listener.recv().await?;
+        tx.send_modify(|n| *n += 1);
+    }
+}
+
+/// The fetch stream: never ends and never yields an error or `None` (apalis treats either
+/// as the end of the worker). Empty claims and database errors are waited out inside it.
+fn claim_stream(
+    pool: PgPool,
+    settings: ClaimSettings,
+    buffer: ClaimBuffer,
+    wakeups: Wakeups,
+) -> BoxStream<'static, Result<Option<Task<ClaimedEmail>>, BoxDynError>> {
+    let state = (pool, settings, buffer, wakeups, Duration::ZERO);
+    stream::unfold(
+        state,
+        |(pool, settings, buffer, mut wakeups, mut err_wait)| async move {
+            loop {
+                if let Some(row) = buffer.pop() {
+                    let task = Task::new(row);
+                    return Some((Ok(Some(task)), (pool, settings, buffer, wakeups, err_wait)));
+                }
+                let seen = wakeups.seen();
+                match queue::claim_due(&pool, settings.batch_size).await {
+                    Ok(rows) if !rows.is_empty() => {
+                        err_wait = Duration::ZERO;
+                        debug!(claimed = rows.len(), "claimed due rows");
+                        buffer.extend(rows);
+                    }
+                    Ok(_) => wakeups.wait(seen, settings.poll_interval).await,
+                    Err(e) => {
+                        err_wait = (err_wait * 2)
+                            .clamp(Duration::from_millis(250), Duration::from_secs(10));
+                        warn!(error = %e, retry_in = ?err_wait, "claiming due rows failed");
+                        tokio::time::sleep(err_wait).await;
+                    }
+                }
+            }
+        },
+    )
+    .boxed()
+}
+
+async fn deliver_task(email: ClaimedEmail, deliverer: Data<Deliverer>) -> Result<(), BoxDynError> {
+    deliverer.deliver(email).await;
+    Ok(())
+}
+
+/// The backend's push side is unused: rows arrive by INSERT, so pushes are refused.
+type RejectingSink =
+    std::pin::Pin<Box<dyn futures::Sink<Task<ClaimedEmail>, Error = BoxDynError> + Send>>;
+
+/// Everything the email worker needs; [`EmailWorker::register`] puts it on a Monitor.
+#[derive(Clone)]
+pub struct EmailWorker {
+    pub name: String,
+    pub pool: PgPool,
+    pub deliverer: Deliverer,
+    pub claim: ClaimSettings,
+    pub concurrency: usize,
+    /// Shared with startup, which releases what is left in it at shutdown.
+    pub buffer: ClaimBuffer,
+    pub wakeups: Wakeups,
+}
+
+impl EmailWorker {
+    /// Registers the apalis worker that sends email on `monitor`. The Monitor rebuilds it
+    /// if it ever stops; the shared buffer survives rebuilds.
+    pub fn register(self, monitor: Monitor) -> Monitor {
+        let EmailWorker {
+            name,
+            pool,
+            deliverer,
+            claim: settings,
+            concurrency,
+            buffer,
+            wakeups,
+        } = self;
+        monitor.register(move |run| {
+            if run > 0 {
+                warn!(run, "email worker restarted");
+            }
+            let buffer = buffer.clone();
+            let wakeups = wakeups.clone();
+            let backend = BackendBuilder::new_with_cfg(settings.clone())
+                .database(pool.clone())
+                .fetcher(
+                    move |pool: &mut PgPool, cfg: &ClaimSettings, _w: &WorkerContext| {
+                        claim_stream(pool.clone(), cfg.clone(), buffer.clone(), wakeups.clone())
+                    },
+                )
+                .sink(|_pool: &mut PgPool, _cfg: &ClaimSettings| {
+                    let sink =
+                        futures::sink::unfold((), |(), _task: Task<ClaimedEmail>| async move {
+                            Err::<(), BoxDynError>(
+                                "email_queue rows are enqueued by INSERT or the HTTP API".into(),
+                            )
+                        });
+                    Box::pin(sink) as RejectingSink
+                })
+                .build();
+            let backend = match backend {
+                Ok(b) => b,
+                // Only reachable if a builder call above is removed: every part is set.
+                Err(e) => unreachable!("email backend is fully configured: {e}"),
+            };
+            WorkerBuilder::new(name.clone())
+                .backend(backend)
+                .concurrency(concurrency)
+                .data(deliverer.clone())
+                .build(deliver_task)
+        })
+    }
+}
+
+/// `adopt-worker drain`: claims and delivers until no row is due, `concurrency` sends at a
+/// time, claiming the next batch while the previous one is still sending. Rows scheduled in
+/// the future (including retries this run schedules) are left.
+pub async fn drain(
+    pool: &PgPool,
+    deliverer: &Deliverer,
+    batch_size: u32,
+    concurrency: usize,
+) -> Result<Tally, sqlx::Error> {
+    let claim_error: Arc<Mutex<Option<sqlx::Error>>> = Arc::default();
+    let err_slot = claim_error.clone();
+    let rows = stream::unfold(pool.clone(), move |pool| {
+        let err_slot = err_slot.clone();
+        async move {
+            match queue::claim_due(&pool, batch_size).await {
+                Ok(rows) if !rows.is_empty() => Some((stream::iter(rows), pool)),
+                Ok(_) => None,
+                Err(e) => {
+                    if let Ok(mut slot) = err_slot.lock() {
+                        *slot = Some(e);
+                    }
+                    None
+                }
+            }
+        }
+    })
+    .flatten();
+    let mut tally = Tally::default();
+    let mut results = std::pin::pin!(
+        rows.map(|row| deliverer.deliver(row))
+            .buffer_unordered(concurrency)
+    );
+    while let Some(r) = results.next().await {
+        tally.add(r);
+    }
+    if let Some(e) = claim_error.lock().ok().and_then(|mut s| s.take()) {
+        return Err(e);
+    }
+    info!(%tally, "drain finished");
+    Ok(tally)
+}

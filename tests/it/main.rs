@@ -1,0 +1,10 @@
+//! One integration-test binary (one link step): every test gets its own database.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../support/smtp_server.rs"]
+mod smtp_server;
+
+mod helpers;
+
+mod cli;
+mod foundation;
