@@ -68,6 +68,8 @@ impl App {
             DeliveryPolicy {
                 retry: settings.retry.clone(),
                 soft_bounce_threshold: settings.bounce.soft_bounce_threshold,
+                public_url: settings.http.public_url.clone(),
+                rate_limit_per_sec: settings.worker.rate_limit_per_sec,
             },
         );
         Ok(App {

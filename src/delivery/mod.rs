@@ -7,15 +7,19 @@ pub mod message;
 pub mod retry;
 pub mod transport;
 
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use serde_json::json;
 use sqlx::PgPool;
 use tracing::{Instrument, info_span, warn};
 
+use crate::preferences::{self, BounceKind, Unsubscribe, Verdict};
 use crate::queue::{self, ClaimedEmail, EmailStatus, Recorded, RenderedContent};
 use classify::{FailureClass, SendFailure};
-use message::{BodyFormat, Content};
+use message::{Content, ListUnsubscribe};
 use retry::RetryPolicy;
 use transport::{Accepted, Transport};
 
@@ -31,6 +35,8 @@ pub enum Outcome {
     },
     /// The recipient does not exist: no retry, the recipient is blacklisted.
     Bounced(SendFailure),
+    /// A notification kept for the recipient's digest (not sent on its own).
+    HeldForDigest,
     /// Permanent and not the recipient's fault, or a row that can never be sent.
     Failed { reason: String },
     /// Blocked by the recipient's preferences (opted out); nothing was sent.
@@ -42,22 +48,32 @@ pub enum Outcome {
 pub struct DeliveryPolicy {
     pub retry: RetryPolicy,
     pub soft_bounce_threshold: i32,
+    /// Public URL of the HTTP API, for List-Unsubscribe links.
+    pub public_url: String,
+    /// Emails per second this process may send; 0 means unlimited.
+    pub rate_limit_per_sec: u32,
 }
+
+type RateLimiter = governor::DefaultDirectRateLimiter;
 
 /// Sends claimed rows and records their results. Cheap to clone; shared by every task.
 #[derive(Clone)]
 pub struct Deliverer {
     pool: PgPool,
     transport: Transport,
-    policy: DeliveryPolicy,
+    policy: Arc<DeliveryPolicy>,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl Deliverer {
     pub fn new(pool: PgPool, transport: Transport, policy: DeliveryPolicy) -> Deliverer {
+        let limiter = NonZeroU32::new(policy.rate_limit_per_sec)
+            .map(|n| Arc::new(RateLimiter::direct(governor::Quota::per_second(n))));
         Deliverer {
             pool,
             transport,
-            policy,
+            policy: Arc::new(policy),
+            limiter,
         }
     }
 
@@ -79,12 +95,25 @@ impl Deliverer {
     }
 
     async fn attempt(&self, email: &ClaimedEmail) -> (Outcome, Option<RenderedContent>) {
+        let (format, unsubscribe) = match preferences::decide(email) {
+            Verdict::Send {
+                format,
+                unsubscribe,
+            } => (format, unsubscribe),
+            Verdict::Suppressed(reason) => return (Outcome::Failed { reason }, None),
+            Verdict::OptedOut(reason) => return (Outcome::Unsubscribed { reason }, None),
+            Verdict::HoldForDigest => return (Outcome::HeldForDigest, None),
+        };
+        let unsubscribe = match self.unsubscribe_link(email, unsubscribe).await {
+            Ok(u) => u,
+            Err(failure) => return (self.classify(email, failure), None),
+        };
         let content = Content {
             subject: &email.subject,
             html: &email.html_content,
             text: email.text_content.as_deref(),
         };
-        let msg = match message::build(email, &content, BodyFormat::Multipart, None) {
+        let msg = match message::build(email, &content, format, unsubscribe.as_ref()) {
             Ok(m) => m,
             Err(e) => {
                 return (
@@ -95,12 +124,42 @@ impl Deliverer {
                 );
             }
         };
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
         let message_id = message::message_id(email);
         let outcome = match self.transport.send(email.email_id, &msg, &message_id).await {
             Ok(accepted) => Outcome::Sent(accepted),
             Err(failure) => self.classify(email, failure),
         };
         (outcome, None)
+    }
+
+    /// The List-Unsubscribe target for optional mail. A user who has no preferences row
+    /// (or no token) gets one now: the first need.
+    async fn unsubscribe_link(
+        &self,
+        email: &ClaimedEmail,
+        known: Option<Unsubscribe>,
+    ) -> Result<Option<ListUnsubscribe>, SendFailure> {
+        let unsubscribe = match (known, email.recipient.recipient_user_id) {
+            (Some(u), _) => Some(u),
+            (None, Some(user_id)) if email.email_type.is_optional() => {
+                let token = preferences::ensure_unsubscribe_token(&self.pool, user_id)
+                    .await
+                    .map_err(|e| {
+                        SendFailure::transient(format!("could not create unsubscribe token: {e}"))
+                    })?;
+                Some(Unsubscribe {
+                    token,
+                    category: preferences::category(email),
+                })
+            }
+            (None, _) => None,
+        };
+        Ok(unsubscribe.map(|u| ListUnsubscribe {
+            url: u.url(&self.policy.public_url),
+        }))
     }
 
     fn classify(&self, email: &ClaimedEmail, failure: SendFailure) -> Outcome {
@@ -158,6 +217,7 @@ impl Deliverer {
         rendered: Option<&RenderedContent>,
     ) -> Result<Recorded, sqlx::Error> {
         let pool = &self.pool;
+        let max = self.policy.retry.default_max_retries;
         match outcome {
             Outcome::Sent(a) => {
                 queue::mark_sent(
@@ -169,29 +229,67 @@ impl Deliverer {
                 )
                 .await
             }
+            Outcome::Retry { failure, delay } if failure.is_soft_bounce() => {
+                let mut tx = pool.begin().await?;
+                let r =
+                    queue::schedule_retry(&mut *tx, email, max, *delay, &failure.reason).await?;
+                if r != Recorded::Fenced {
+                    self.count_bounce(&mut tx, email, BounceKind::Soft, &failure.reason)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(r)
+            }
             Outcome::Retry { failure, delay } => {
-                queue::schedule_retry(
-                    pool,
-                    email,
-                    self.policy.retry.default_max_retries,
-                    *delay,
-                    &failure.reason,
-                )
-                .await
+                queue::schedule_retry(pool, email, max, *delay, &failure.reason).await
             }
             Outcome::Bounced(failure) => {
-                let code = failure.reply.as_ref().map(|r| r.code);
                 let bounce = json!({
-                    "bouncedAt": chrono::Utc::now().to_rfc3339(),
-                    "bounceType": "hard",
-                    "bounceCode": code,
+                    "bouncedAt": Utc::now().to_rfc3339(),
+                    "bounceType": BounceKind::Hard.as_str(),
+                    "bounceCode": failure.reply.as_ref().map(|r| r.code),
                     "bounceReason": failure.reason,
                 });
-                queue::mark_bounced(pool, email, &failure.reason, bounce).await
+                let mut tx = pool.begin().await?;
+                let r = queue::mark_bounced(&mut *tx, email, &failure.reason, bounce).await?;
+                if r != Recorded::Fenced {
+                    self.count_bounce(&mut tx, email, BounceKind::Hard, &failure.reason)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(r)
             }
             Outcome::Failed { reason } => queue::mark_failed(pool, email, reason).await,
             Outcome::Unsubscribed { reason } => queue::mark_unsubscribed(pool, email, reason).await,
+            Outcome::HeldForDigest => queue::hold_for_digest(pool, email).await,
         }
+    }
+
+    async fn count_bounce(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        email: &ClaimedEmail,
+        kind: BounceKind,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
+        let record = preferences::record_bounce(
+            tx,
+            email.recipient.recipient_user_id,
+            &email.to_email,
+            kind,
+            reason,
+            self.policy.soft_bounce_threshold,
+            Utc::now().naive_utc(),
+        )
+        .await?;
+        if record.blacklisted {
+            warn!(
+                bounces = record.bounce_count,
+                kind = kind.as_str(),
+                "recipient blacklisted after bounce"
+            );
+        }
+        Ok(())
     }
 }
 

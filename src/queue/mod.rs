@@ -2,16 +2,23 @@
 //! Nothing else in the crate writes this table's status; each transition is one UPDATE
 //! fenced on the claim (`status = 'sending' AND last_attempt_at = claimed_at`).
 
+mod enqueue;
 mod model;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
+pub use enqueue::{NewEmail, enqueue};
 pub use model::{ClaimedEmail, EmailPriority, EmailStatus, EmailType};
+
+/// `scheduled_for` of rows held for a digest: never due on its own. A far-future date
+/// rather than `'infinity'`, which many clients (sqlx/chrono among them) cannot decode.
+pub const HELD_UNTIL: &str = "9999-12-31 00:00:00";
 
 /// PostgreSQL's NOTIFY channel that the queue trigger signals when a due row appears.
 pub const NOTIFY_CHANNEL: &str = "adopt_worker_email_queue";
@@ -75,32 +82,41 @@ macro_rules! claimed_columns {
 /// scan on `idx_email_queue_claim` that stops at the first row not yet due, so rows
 /// scheduled in the future cost nothing however many there are; the nested loop walks the
 /// priorities in array order and the outer LIMIT stops it as soon as the batch is full.
-/// `SKIP LOCKED` lets any
-/// number of processes claim at once without ever taking the same row.
+/// `SKIP LOCKED` lets any number of processes claim at once without ever taking the same
+/// row. The recipient's preferences are joined in the same statement, so the preference
+/// gate costs no extra round trip.
 pub async fn claim_due(pool: &PgPool, limit: u32) -> Result<Vec<ClaimedEmail>, sqlx::Error> {
-    const SQL: &str = concat!(
-        "WITH due AS (
-            SELECT c.email_id
-            FROM unnest('{urgent,high,normal,low}'::email_priority_enum[]) AS p(priority)
-            CROSS JOIN LATERAL (
-                SELECT q.email_id FROM email_queue q
-                WHERE q.status = 'queued' AND q.priority = p.priority
-                  AND COALESCE(q.scheduled_for, q.created_at, '-infinity') <= (now() AT TIME ZONE 'UTC')
-                ORDER BY COALESCE(q.scheduled_for, q.created_at, '-infinity')
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH due AS (
+                SELECT c.email_id
+                FROM unnest('{{urgent,high,normal,low}}'::email_priority_enum[]) AS p(priority)
+                CROSS JOIN LATERAL (
+                    SELECT q.email_id FROM email_queue q
+                    WHERE q.status = 'queued' AND q.priority = p.priority
+                      AND COALESCE(q.scheduled_for, q.created_at, '-infinity') <= (now() AT TIME ZONE 'UTC')
+                    ORDER BY COALESCE(q.scheduled_for, q.created_at, '-infinity')
+                    LIMIT $1
+                    FOR UPDATE OF q SKIP LOCKED
+                ) c
                 LIMIT $1
-                FOR UPDATE OF q SKIP LOCKED
-            ) c
-            LIMIT $1
+            ),
+            claimed AS (
+                UPDATE email_queue e
+                SET status = 'sending',
+                    last_attempt_at = clock_timestamp() AT TIME ZONE 'UTC',
+                    updated_at = clock_timestamp() AT TIME ZONE 'UTC'
+                FROM due WHERE e.email_id = due.email_id
+                RETURNING e.*
+            )
+            SELECT {}, {}
+            FROM claimed c {}",
+            claimed_columns!("c."),
+            crate::preferences::RECIPIENT_COLUMNS,
+            crate::preferences::RECIPIENT_JOIN,
         )
-        UPDATE email_queue e
-        SET status = 'sending',
-            last_attempt_at = clock_timestamp() AT TIME ZONE 'UTC',
-            updated_at = clock_timestamp() AT TIME ZONE 'UTC'
-        FROM due WHERE e.email_id = due.email_id
-        RETURNING ",
-        claimed_columns!("e.")
-    );
-    let mut rows: Vec<ClaimedEmail> = sqlx::query_as(SQL)
+    });
+    let mut rows: Vec<ClaimedEmail> = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await?;
@@ -177,8 +193,8 @@ pub async fn mark_sent(
 /// or → **failed** when the row has no retries left. The CASE keeps the seed's check
 /// `current_retries <= max_retries` true in every branch; NULL `max_retries` means
 /// `default_max_retries`.
-pub async fn schedule_retry(
-    pool: &PgPool,
+pub async fn schedule_retry<'e>(
+    pool: impl PgExecutor<'e>,
     email: &ClaimedEmail,
     default_max_retries: i32,
     delay: Duration,
@@ -228,10 +244,31 @@ pub async fn mark_unsubscribed(
     finish(pool, email, EmailStatus::Unsubscribed, reason, None).await
 }
 
+/// sending → **queued**, held for the recipient's digest: never due on its own
+/// (`scheduled_for` = [`HELD_UNTIL`]), marked `metadata.digestHold`. The digest job picks held
+/// rows up; switching the user to `immediate` releases them.
+pub async fn hold_for_digest(pool: &PgPool, email: &ClaimedEmail) -> Result<Recorded, sqlx::Error> {
+    let status: Option<EmailStatus> = sqlx::query_scalar(
+        "UPDATE email_queue SET
+            status = 'queued',
+            scheduled_for = '9999-12-31 00:00:00',
+            metadata = COALESCE(metadata, '{}') || jsonb_build_object('digestHold',
+                jsonb_build_object('heldAt', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))),
+            updated_at = now() AT TIME ZONE 'UTC'
+         WHERE email_id = $1 AND last_attempt_at = $2 AND status = 'sending'
+         RETURNING status",
+    )
+    .bind(email.email_id)
+    .bind(email.claimed_at)
+    .fetch_optional(pool)
+    .await?;
+    Ok(recorded(status))
+}
+
 /// sending → **bounced** (recipient rejected permanently). `bounce` is merged into
 /// `tracking` (`bouncedAt`, `bounceType`, `bounceCode`, `bounceReason`).
-pub async fn mark_bounced(
-    pool: &PgPool,
+pub async fn mark_bounced<'e>(
+    pool: impl PgExecutor<'e>,
     email: &ClaimedEmail,
     reason: &str,
     bounce: Value,
@@ -239,8 +276,8 @@ pub async fn mark_bounced(
     finish(pool, email, EmailStatus::Bounced, reason, Some(bounce)).await
 }
 
-async fn finish(
-    pool: &PgPool,
+async fn finish<'e>(
+    pool: impl PgExecutor<'e>,
     email: &ClaimedEmail,
     status: EmailStatus,
     reason: &str,

@@ -129,6 +129,9 @@ pub struct ClaimedEmail {
     pub user_id: Option<Uuid>,
     pub created_at: Option<NaiveDateTime>,
     pub tags: Option<Vec<String>>,
+    /// The recipient's preferences, joined by the claim.
+    #[sqlx(flatten)]
+    pub recipient: crate::preferences::RecipientPrefs,
 }
 
 impl ClaimedEmail {

@@ -309,3 +309,86 @@ pub async fn status_counts(pool: &PgPool) -> std::collections::BTreeMap<String, 
 pub fn bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_adopt-worker"))
 }
+
+/// A platform user, as the user service would create one.
+pub async fn insert_user(pool: &PgPool, email: &str) -> Uuid {
+    sqlx::query_scalar(
+        "INSERT INTO users (email, password_hash, first_name, last_name)
+         VALUES ($1, 'x', 'Maya', 'Okafor') RETURNING user_id",
+    )
+    .bind(email)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Makes every queued row due now (instead of waiting out a retry delay).
+pub async fn make_all_due(pool: &PgPool) {
+    sqlx::query("UPDATE email_queue SET scheduled_for = NULL WHERE status = 'queued' AND scheduled_for < '9999-01-01'")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// The app running in this process (workers + API) until the returned handle is stopped.
+#[allow(dead_code)] // the API address is used by the API tests
+pub struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Running {
+    pub async fn start(settings: Settings) -> Running {
+        let app = app(settings);
+        let listener = app.bind().await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app.run_until_stopped(
+                Some(listener),
+                adopt_worker::startup::Parts::default(),
+                async move {
+                    let _ = rx.await;
+                },
+            )
+            .await
+            .unwrap();
+        });
+        Running {
+            stop: Some(tx),
+            task,
+            addr,
+        }
+    }
+
+    #[allow(dead_code)]
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually<F, Fut>(timeout: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -7,4 +7,5 @@ mod smtp_server;
 mod helpers;
 
 mod cli;
+mod delivery;
 mod foundation;

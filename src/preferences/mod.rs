@@ -1,0 +1,320 @@
+//! `email_preferences` (and `email_suppressions` for recipients who are not users): who gets
+//! what, bounce bookkeeping, unsubscribe tokens. The recipient's preferences arrive with
+//! each claimed row (joined by the claim statement), so the gate costs no extra round trip.
+
+use chrono::NaiveDateTime;
+use rand::RngCore;
+use serde_json::Value;
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+use crate::delivery::message::BodyFormat;
+use crate::queue::{ClaimedEmail, EmailType};
+
+/// What the claim statement joins for a row's recipient. All optional: the recipient may
+/// not be a user, or a user without a preferences row yet.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct RecipientPrefs {
+    /// `user_id` of the row, else the user whose email matches `to_email`.
+    pub recipient_user_id: Option<Uuid>,
+    pub has_preferences: bool,
+    pub is_email_enabled: Option<bool>,
+    pub global_unsubscribe: Option<bool>,
+    pub category_prefs: Option<Value>,
+    pub email_format: Option<String>,
+    pub digest_frequency: Option<String>,
+    pub unsubscribe_token: Option<String>,
+    pub is_blacklisted: Option<bool>,
+    pub blacklist_reason: Option<String>,
+    pub language: Option<String>,
+    /// Blacklisted in `email_suppressions` (recipients without a user row).
+    pub suppressed_reason: Option<String>,
+}
+
+/// SQL fragment joined onto the claimed rows (alias `c`) by the claim statement.
+pub(crate) const RECIPIENT_JOIN: &str = "
+    LEFT JOIN LATERAL (
+        SELECT COALESCE(c.user_id,
+            (SELECT u.user_id FROM users u
+             WHERE lower(u.email) = lower(c.to_email) AND u.deleted_at IS NULL LIMIT 1)) AS uid
+    ) r ON true
+    LEFT JOIN email_preferences p ON p.user_id = r.uid
+    LEFT JOIN email_suppressions s ON s.email = lower(c.to_email) AND s.is_blacklisted";
+
+/// Columns of [`RecipientPrefs`] selected by the claim statement.
+pub(crate) const RECIPIENT_COLUMNS: &str = "
+    r.uid AS recipient_user_id, (p.preference_id IS NOT NULL) AS has_preferences,
+    p.is_email_enabled, p.global_unsubscribe, p.preferences AS category_prefs,
+    p.email_format::text AS email_format, p.digest_frequency::text AS digest_frequency,
+    p.unsubscribe_token, p.is_blacklisted, p.blacklist_reason, p.language,
+    s.blacklist_reason AS suppressed_reason";
+
+/// The gate's verdict for one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Send {
+        format: BodyFormat,
+        /// Set for marketing and notification mail: the List-Unsubscribe target.
+        unsubscribe: Option<Unsubscribe>,
+    },
+    /// Blacklisted: the row ends `failed` with a reason starting `suppressed`.
+    Suppressed(String),
+    /// Opted out: the row ends `unsubscribed`.
+    OptedOut(String),
+    /// A notification for a user on a digest schedule: kept for the digest job.
+    HoldForDigest,
+}
+
+/// Where an unsubscribe link points: the user's token and, for a per-category link, the
+/// category.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsubscribe {
+    pub token: String,
+    pub category: Option<String>,
+}
+
+impl Unsubscribe {
+    /// `{public_url}/u/{token}` (+ `?category=...`): the page and the RFC 8058 POST target.
+    pub fn url(&self, public_url: &str) -> String {
+        let base = public_url.trim_end_matches('/');
+        match &self.category {
+            Some(c) => format!("{base}/u/{}?category={c}", self.token),
+            None => format!("{base}/u/{}", self.token),
+        }
+    }
+}
+
+/// The preference category an email belongs to, for per-category opt-outs:
+/// `metadata.category` when the sender names one, else by type (the platform's mapping:
+/// notification → `messages`, marketing → `marketing`).
+pub fn category(email: &ClaimedEmail) -> Option<String> {
+    if let Some(c) = email
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get("category"))
+        .and_then(Value::as_str)
+        .filter(|c| {
+            !c.is_empty()
+                && c.len() <= 64
+                && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        })
+    {
+        return Some(c.to_string());
+    }
+    match email.email_type {
+        EmailType::Notification => Some("messages".to_string()),
+        EmailType::Marketing => Some("marketing".to_string()),
+        EmailType::Transactional | EmailType::System => None,
+    }
+}
+
+/// DESIGN.md "Who gets what", as one pure function of the row and its recipient.
+pub fn decide(email: &ClaimedEmail) -> Verdict {
+    let p = &email.recipient;
+    if p.is_blacklisted == Some(true) {
+        let why = p.blacklist_reason.as_deref().unwrap_or("blacklisted");
+        return Verdict::Suppressed(format!("suppressed: recipient is blacklisted ({why})"));
+    }
+    if let Some(why) = &p.suppressed_reason {
+        return Verdict::Suppressed(format!("suppressed: recipient is blacklisted ({why})"));
+    }
+    let format = match p.email_format.as_deref() {
+        Some("text") => BodyFormat::TextOnly,
+        _ => BodyFormat::Multipart,
+    };
+    if !email.email_type.is_optional() {
+        return Verdict::Send {
+            format,
+            unsubscribe: None,
+        };
+    }
+    if p.is_email_enabled == Some(false) {
+        return Verdict::OptedOut("recipient has email disabled (is_email_enabled = false)".into());
+    }
+    if p.global_unsubscribe == Some(true) {
+        return Verdict::OptedOut(
+            "recipient unsubscribed from all optional email (global_unsubscribe)".into(),
+        );
+    }
+    let category = category(email);
+    if let Some(c) = &category
+        && category_disabled(p.category_prefs.as_ref(), c)
+    {
+        return Verdict::OptedOut(format!("recipient opted out of {c:?} email"));
+    }
+    if email.email_type == EmailType::Notification && !is_digest(email) {
+        match p.digest_frequency.as_deref() {
+            Some("never") => {
+                return Verdict::OptedOut(
+                    "recipient receives no notification email (digest_frequency = never)".into(),
+                );
+            }
+            Some("daily" | "weekly" | "monthly") => return Verdict::HoldForDigest,
+            _ => {}
+        }
+    }
+    let unsubscribe = p
+        .unsubscribe_token
+        .clone()
+        .map(|token| Unsubscribe { token, category });
+    Verdict::Send {
+        format,
+        unsubscribe,
+    }
+}
+
+/// The digest itself is a notification email and must not be held for the next digest.
+fn is_digest(email: &ClaimedEmail) -> bool {
+    email
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get("digest"))
+        .is_some()
+}
+
+/// `preferences` is an array of `{type, enabled, ...}`; an entry with `enabled: false`
+/// opts out. A type that is absent is allowed (the platform's old "absent = disabled" was a
+/// bug that blocked everyone with an empty array).
+fn category_disabled(prefs: Option<&Value>, category: &str) -> bool {
+    prefs
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|e| {
+            e.get("type").and_then(Value::as_str) == Some(category)
+                && e.get("enabled") == Some(&Value::Bool(false))
+        })
+}
+
+/// A fresh unsubscribe token: 32 random bytes, URL-safe base64 (unguessable, 43 chars).
+pub fn new_unsubscribe_token() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Creates the user's preferences row if missing (first need) and returns its unsubscribe
+/// token, creating one if the row has none.
+pub async fn ensure_unsubscribe_token(pool: &PgPool, user_id: Uuid) -> Result<String, sqlx::Error> {
+    let token: Option<String> = sqlx::query_scalar(
+        "INSERT INTO email_preferences (user_id, unsubscribe_token) VALUES ($1, $2)
+         ON CONFLICT (user_id) DO UPDATE
+             SET unsubscribe_token = COALESCE(email_preferences.unsubscribe_token, EXCLUDED.unsubscribe_token),
+                 updated_at = CASE WHEN email_preferences.unsubscribe_token IS NULL
+                                   THEN now() AT TIME ZONE 'UTC' ELSE email_preferences.updated_at END
+         RETURNING unsubscribe_token",
+    )
+    .bind(user_id)
+    .bind(new_unsubscribe_token())
+    .fetch_one(pool)
+    .await?;
+    Ok(token.unwrap_or_default())
+}
+
+/// Hard (recipient does not exist) or soft (mailbox full) bounce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BounceKind {
+    Hard,
+    Soft,
+}
+
+impl BounceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BounceKind::Hard => "hard",
+            BounceKind::Soft => "soft",
+        }
+    }
+}
+
+/// What bounce bookkeeping did to the recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BounceRecord {
+    pub bounce_count: i32,
+    pub blacklisted: bool,
+}
+
+/// Counts a bounce against the recipient: `bounce_count + 1`, `last_bounce_at`, and the
+/// blacklist at once for a hard bounce, or once `bounce_count` reaches `soft_threshold`.
+/// Users keep this in `email_preferences` (created if missing); other addresses in
+/// `email_suppressions`, so mail to rescue contacts or invitees is protected the same way.
+pub async fn record_bounce<'e>(
+    exec: impl PgExecutor<'e>,
+    user_id: Option<Uuid>,
+    address: &str,
+    kind: BounceKind,
+    reason: &str,
+    soft_threshold: i32,
+    at: NaiveDateTime,
+) -> Result<BounceRecord, sqlx::Error> {
+    let hard = kind == BounceKind::Hard;
+    let row: (i32, bool) = match user_id {
+        Some(uid) => {
+            sqlx::query_as(
+                "INSERT INTO email_preferences AS p (user_id, unsubscribe_token, bounce_count, last_bounce_at,
+                     is_blacklisted, blacklist_reason, blacklisted_at)
+                 VALUES ($1, $2, 1, $3, $4 OR 1 >= $6, CASE WHEN $4 OR 1 >= $6 THEN $5 END,
+                         CASE WHEN $4 OR 1 >= $6 THEN $3 END)
+                 ON CONFLICT (user_id) DO UPDATE SET
+                     bounce_count = COALESCE(p.bounce_count, 0) + 1,
+                     last_bounce_at = $3,
+                     is_blacklisted = COALESCE(p.is_blacklisted, false) OR $4 OR COALESCE(p.bounce_count, 0) + 1 >= $6,
+                     blacklist_reason = CASE WHEN COALESCE(p.is_blacklisted, false) THEN p.blacklist_reason
+                                             WHEN $4 OR COALESCE(p.bounce_count, 0) + 1 >= $6 THEN $5
+                                             ELSE p.blacklist_reason END,
+                     blacklisted_at = CASE WHEN COALESCE(p.is_blacklisted, false) THEN p.blacklisted_at
+                                           WHEN $4 OR COALESCE(p.bounce_count, 0) + 1 >= $6 THEN $3
+                                           ELSE p.blacklisted_at END,
+                     updated_at = $3
+                 RETURNING p.bounce_count, COALESCE(p.is_blacklisted, false)",
+            )
+            .bind(uid)
+            .bind(new_unsubscribe_token())
+            .bind(at)
+            .bind(hard)
+            .bind(blacklist_reason(kind, reason))
+            .bind(soft_threshold)
+            .fetch_one(exec)
+            .await?
+        }
+        None => {
+            sqlx::query_as(
+                "INSERT INTO email_suppressions AS s (email, bounce_count, last_bounce_at, is_blacklisted,
+                     blacklist_reason, blacklisted_at, updated_at)
+                 VALUES (lower($1), 1, $2, $3 OR 1 >= $5, CASE WHEN $3 OR 1 >= $5 THEN $4 END,
+                         CASE WHEN $3 OR 1 >= $5 THEN $2 END, $2)
+                 ON CONFLICT (email) DO UPDATE SET
+                     bounce_count = s.bounce_count + 1,
+                     last_bounce_at = $2,
+                     is_blacklisted = s.is_blacklisted OR $3 OR s.bounce_count + 1 >= $5,
+                     blacklist_reason = CASE WHEN s.is_blacklisted THEN s.blacklist_reason
+                                             WHEN $3 OR s.bounce_count + 1 >= $5 THEN $4
+                                             ELSE s.blacklist_reason END,
+                     blacklisted_at = CASE WHEN s.is_blacklisted THEN s.blacklisted_at
+                                           WHEN $3 OR s.bounce_count + 1 >= $5 THEN $2
+                                           ELSE s.blacklisted_at END,
+                     updated_at = $2
+                 RETURNING s.bounce_count, s.is_blacklisted",
+            )
+            .bind(address)
+            .bind(at)
+            .bind(hard)
+            .bind(blacklist_reason(kind, reason))
+            .bind(soft_threshold)
+            .fetch_one(exec)
+            .await?
+        }
+    };
+    Ok(BounceRecord {
+        bounce_count: row.0,
+        blacklisted: row.1,
+    })
+}
+
+fn blacklist_reason(kind: BounceKind, reason: &str) -> String {
+    match kind {
+        BounceKind::Hard => format!("hard bounce: {reason}"),
+        BounceKind::Soft => format!("too many soft bounces; last: {reason}"),
+    }
+}

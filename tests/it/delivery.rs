@@ -1,0 +1,703 @@
+//! Delivery that never loses or doubles mail: retries, bounces, preferences, leases,
+//! wake-ups, priority, shutdown (DESIGN.md: the email_queue state machine).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn transient_4xx_requeues_with_backoff_until_retries_run_out() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    smtp.add_rule(Rule::reply(
+        Command::Rcpt,
+        451,
+        "4.3.0 mailbox temporarily unavailable",
+    ));
+    let id = NewEmail::to("maya@example.com").insert(&db.pool).await; // max_retries = 3
+    let app = app(settings(&db, Some(&smtp.url()), None, &[]));
+
+    app.drain().await.unwrap();
+    let r = row(&db.pool, id).await;
+    assert_eq!(r.status, "queued");
+    assert_eq!(r.current_retries, Some(1));
+    let wait = r.scheduled_for.unwrap() - r.last_attempt_at.unwrap();
+    assert!(
+        (59..=61).contains(&wait.num_seconds()),
+        "first retry after ~60s, got {wait}"
+    );
+    assert_eq!(
+        r.failure_reason.as_deref(),
+        Some("smtp 451 4.3.0 mailbox temporarily unavailable")
+    );
+
+    for expected in [2, 3] {
+        make_all_due(&db.pool).await;
+        app.drain().await.unwrap();
+        let r = row(&db.pool, id).await;
+        assert_eq!(
+            (r.status.as_str(), r.current_retries),
+            ("queued", Some(expected))
+        );
+    }
+    let r = row(&db.pool, id).await;
+    let wait = r.scheduled_for.unwrap() - r.last_attempt_at.unwrap();
+    assert!(
+        (239..=241).contains(&wait.num_seconds()),
+        "third retry after ~240s, got {wait}"
+    );
+
+    make_all_due(&db.pool).await;
+    app.drain().await.unwrap();
+    let r = row(&db.pool, id).await;
+    assert_eq!(r.status, "failed");
+    assert_eq!(
+        r.current_retries,
+        Some(3),
+        "current_retries never passes max_retries"
+    );
+    assert!(
+        r.failure_reason
+            .unwrap()
+            .contains("gave up after 3 retries")
+    );
+    assert_eq!(
+        smtp.commands(Command::Rcpt),
+        4,
+        "one first attempt + three retries"
+    );
+}
+
+#[tokio::test]
+async fn null_max_retries_uses_the_configured_default_and_zero_means_no_retry() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    smtp.add_rule(Rule::reply(Command::Rcpt, 451, "4.3.0 try later"));
+    let mut e = NewEmail::to("a@example.com");
+    e.max_retries = None;
+    let default = e.insert(&db.pool).await;
+    let mut e = NewEmail::to("b@example.com");
+    e.max_retries = Some(0);
+    let none = e.insert(&db.pool).await;
+    let app = app(settings(
+        &db,
+        Some(&smtp.url()),
+        None,
+        &[("ADOPT__RETRY__DEFAULT_MAX_RETRIES", "1")],
+    ));
+    app.drain().await.unwrap();
+    assert_eq!(row(&db.pool, none).await.status, "failed");
+    assert_eq!(row(&db.pool, default).await.current_retries, Some(1));
+    make_all_due(&db.pool).await;
+    app.drain().await.unwrap();
+    let r = row(&db.pool, default).await;
+    assert_eq!((r.status.as_str(), r.current_retries), ("failed", Some(1)));
+}
+
+#[tokio::test]
+async fn a_retry_hint_in_the_reply_is_honoured() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    smtp.add_rule(Rule::reply(
+        Command::Rcpt,
+        451,
+        "4.7.1 greylisted, please try again in 300 seconds",
+    ));
+    let id = NewEmail::to("maya@example.com").insert(&db.pool).await;
+    app(settings(&db, Some(&smtp.url()), None, &[]))
+        .drain()
+        .await
+        .unwrap();
+    let r = row(&db.pool, id).await;
+    let wait = r.scheduled_for.unwrap() - r.last_attempt_at.unwrap();
+    assert!((299..=301).contains(&wait.num_seconds()), "got {wait}");
+}
+
+#[tokio::test]
+async fn hard_bounce_blacklists_and_the_next_email_is_suppressed_without_smtp() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    let user = insert_user(&db.pool, "gone@example.com").await;
+    smtp.add_rule(Rule::reply(
+        Command::Rcpt,
+        550,
+        "5.1.1 <gone@example.com>: Recipient address rejected: User unknown",
+    ));
+    let first = NewEmail::to("gone@example.com").insert(&db.pool).await;
+    let app = app(settings(&db, Some(&smtp.url()), None, &[]));
+    app.drain().await.unwrap();
+
+    let r = row(&db.pool, first).await;
+    assert_eq!(r.status, "bounced");
+    let tracking = r.tracking.unwrap();
+    assert_eq!(tracking["bounceType"], "hard");
+    assert_eq!(tracking["bounceCode"], 550);
+    assert!(tracking["bouncedAt"].is_string());
+    let (count, blacklisted, reason, at): (i32, bool, String, Option<chrono::NaiveDateTime>) = sqlx::query_as(
+        "SELECT bounce_count, is_blacklisted, blacklist_reason, blacklisted_at FROM email_preferences WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((count, blacklisted), (1, true));
+    assert!(reason.contains("550 5.1.1"), "{reason}");
+    assert!(at.is_some());
+
+    smtp.clear_rules();
+    let rcpts_before = smtp.commands(Command::Rcpt);
+    let second = NewEmail::to("Gone@Example.com").insert(&db.pool).await;
+    app.drain().await.unwrap();
+    let r = row(&db.pool, second).await;
+    assert_eq!(r.status, "failed");
+    assert!(r.failure_reason.unwrap().starts_with("suppressed"));
+    assert_eq!(
+        smtp.commands(Command::Rcpt),
+        rcpts_before,
+        "no SMTP traffic for a suppressed recipient"
+    );
+}
+
+#[tokio::test]
+async fn bounces_to_non_users_are_kept_in_email_suppressions() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    smtp.add_rule(Rule::reply(Command::Rcpt, 550, "5.1.1 user unknown"));
+    NewEmail::to("contact@closed-rescue.org")
+        .insert(&db.pool)
+        .await;
+    let app = app(settings(&db, Some(&smtp.url()), None, &[]));
+    app.drain().await.unwrap();
+    let blacklisted: bool = sqlx::query_scalar(
+        "SELECT is_blacklisted FROM email_suppressions WHERE email = 'contact@closed-rescue.org'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(blacklisted);
+    smtp.clear_rules();
+    let next = NewEmail::to("contact@closed-rescue.org")
+        .insert(&db.pool)
+        .await;
+    app.drain().await.unwrap();
+    assert!(
+        row(&db.pool, next)
+            .await
+            .failure_reason
+            .unwrap()
+            .starts_with("suppressed")
+    );
+}
+
+#[tokio::test]
+async fn soft_bounces_blacklist_at_the_threshold() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    let user = insert_user(&db.pool, "full@example.com").await;
+    smtp.add_rule(Rule::reply(
+        Command::Rcpt,
+        452,
+        "4.2.2 The email account that you tried to reach is over quota",
+    ));
+    let mut e = NewEmail::to("full@example.com");
+    e.max_retries = Some(5);
+    let id = e.insert(&db.pool).await;
+    let app = app(settings(
+        &db,
+        Some(&smtp.url()),
+        None,
+        &[("ADOPT__BOUNCE__SOFT_BOUNCE_THRESHOLD", "2")],
+    ));
+    app.drain().await.unwrap();
+    let prefs = || async {
+        sqlx::query_as::<_, (i32, bool)>(
+            "SELECT bounce_count, is_blacklisted FROM email_preferences WHERE user_id = $1",
+        )
+        .bind(user)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(prefs().await, (1, false));
+    assert_eq!(
+        row(&db.pool, id).await.status,
+        "queued",
+        "a soft bounce is retried"
+    );
+    make_all_due(&db.pool).await;
+    app.drain().await.unwrap();
+    assert_eq!(prefs().await, (2, true));
+    make_all_due(&db.pool).await;
+    app.drain().await.unwrap();
+    assert!(
+        row(&db.pool, id)
+            .await
+            .failure_reason
+            .unwrap()
+            .starts_with("suppressed")
+    );
+}
+
+#[tokio::test]
+async fn preferences_gate_optional_mail_but_never_transactional_or_system() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    let user = insert_user(&db.pool, "maya@example.com").await;
+    sqlx::query(
+        "INSERT INTO email_preferences (user_id, global_unsubscribe, digest_frequency, unsubscribe_token)
+         VALUES ($1, true, 'immediate', 'tok')",
+    )
+    .bind(user)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut ids = HashMap::new();
+    for t in ["transactional", "system", "marketing", "notification"] {
+        let mut e = NewEmail::to("maya@example.com");
+        e.email_type = t;
+        ids.insert(t, e.insert(&db.pool).await);
+    }
+    app(settings(&db, Some(&smtp.url()), None, &[]))
+        .drain()
+        .await
+        .unwrap();
+    assert_eq!(row(&db.pool, ids["transactional"]).await.status, "sent");
+    assert_eq!(row(&db.pool, ids["system"]).await.status, "sent");
+    for t in ["marketing", "notification"] {
+        let r = row(&db.pool, ids[t]).await;
+        assert_eq!(r.status, "unsubscribed", "{t}");
+        assert!(r.failure_reason.unwrap().contains("global_unsubscribe"));
+    }
+    assert_eq!(smtp.message_count(), 2);
+}
+
+#[tokio::test]
+async fn category_opt_out_text_format_and_list_unsubscribe_headers() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    let user = insert_user(&db.pool, "maya@example.com").await;
+    sqlx::query(
+        "INSERT INTO email_preferences (user_id, email_format, digest_frequency, unsubscribe_token, preferences)
+         VALUES ($1, 'text', 'immediate', 'tok123', '[{\"type\":\"marketing\",\"enabled\":false}]')",
+    )
+    .bind(user)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut m = NewEmail::to("maya@example.com");
+    m.email_type = "marketing";
+    let marketing = m.insert(&db.pool).await;
+    let mut n = NewEmail::to("maya@example.com");
+    n.email_type = "notification";
+    let notification = n.insert(&db.pool).await;
+    let app = app(settings(
+        &db,
+        Some(&smtp.url()),
+        None,
+        &[("ADOPT__HTTP__PUBLIC_URL", "https://mail.adoptdontshop.com")],
+    ));
+    app.drain().await.unwrap();
+    assert_eq!(row(&db.pool, marketing).await.status, "unsubscribed");
+    assert_eq!(row(&db.pool, notification).await.status, "sent");
+    let msg = &smtp.messages()[0];
+    assert!(
+        msg.header("Content-Type")
+            .unwrap()
+            .starts_with("text/plain"),
+        "email_format = text"
+    );
+    assert_eq!(
+        msg.header("List-Unsubscribe").unwrap(),
+        "<https://mail.adoptdontshop.com/u/tok123?category=messages>"
+    );
+    assert_eq!(
+        msg.header("List-Unsubscribe-Post").unwrap(),
+        "List-Unsubscribe=One-Click"
+    );
+}
+
+#[tokio::test]
+async fn preferences_row_and_token_are_created_on_first_need() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    let user = insert_user(&db.pool, "new@example.com").await;
+    let mut e = NewEmail::to("new@example.com");
+    e.email_type = "marketing";
+    e.insert(&db.pool).await;
+    app(settings(&db, Some(&smtp.url()), None, &[]))
+        .drain()
+        .await
+        .unwrap();
+    let token: String =
+        sqlx::query_scalar("SELECT unsubscribe_token FROM email_preferences WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(token.len() >= 40, "random, unguessable token: {token}");
+    let header = smtp.messages()[0].header("List-Unsubscribe").unwrap();
+    assert!(header.contains(&token));
+}
+
+#[tokio::test]
+async fn notifications_for_digest_users_are_held_and_never_suppresses_them() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    let daily = insert_user(&db.pool, "daily@example.com").await;
+    let never = insert_user(&db.pool, "never@example.com").await;
+    sqlx::query("INSERT INTO email_preferences (user_id, digest_frequency) VALUES ($1, 'daily'), ($2, 'never')")
+        .bind(daily)
+        .bind(never)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut e = NewEmail::to("daily@example.com");
+    e.email_type = "notification";
+    let held = e.insert(&db.pool).await;
+    let mut e = NewEmail::to("never@example.com");
+    e.email_type = "notification";
+    let dropped = e.insert(&db.pool).await;
+    app(settings(&db, Some(&smtp.url()), None, &[]))
+        .drain()
+        .await
+        .unwrap();
+    let r = row(&db.pool, held).await;
+    assert_eq!(r.status, "queued");
+    let infinite: bool = sqlx::query_scalar("SELECT scheduled_for = '9999-12-31' AND metadata ? 'digestHold' FROM email_queue WHERE email_id = $1")
+        .bind(held)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(infinite, "held rows are never due on their own");
+    assert_eq!(row(&db.pool, dropped).await.status, "unsubscribed");
+    assert_eq!(smtp.message_count(), 0);
+}
+
+#[tokio::test]
+async fn dropped_connection_mid_data_and_stalls_take_the_transient_path() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    smtp.add_rule(
+        Rule::drop(Command::DataEnd)
+            .matching("Subject: drop")
+            .once(),
+    );
+    smtp.add_rule(
+        Rule::delay(Command::DataEnd, Duration::from_secs(3))
+            .matching("Subject: stall")
+            .once(),
+    );
+    let mut e = NewEmail::to("a@example.com");
+    e.subject = "drop".into();
+    let dropped = e.insert(&db.pool).await;
+    let mut e = NewEmail::to("b@example.com");
+    e.subject = "stall".into();
+    let stalled = e.insert(&db.pool).await;
+    let app = app(settings(
+        &db,
+        Some(&smtp.url()),
+        None,
+        &[("ADOPT__SMTP__TIMEOUT_SECS", "1")],
+    ));
+    app.drain().await.unwrap();
+    for id in [dropped, stalled] {
+        let r = row(&db.pool, id).await;
+        assert_eq!(
+            (r.status.as_str(), r.current_retries),
+            ("queued", Some(1)),
+            "{:?}",
+            r.failure_reason
+        );
+    }
+    assert!(
+        row(&db.pool, stalled)
+            .await
+            .failure_reason
+            .unwrap()
+            .contains("timed out")
+    );
+    assert_eq!(
+        status_counts(&db.pool).await.get("sending"),
+        None,
+        "nothing stuck in sending"
+    );
+    // Once the server behaves, both go (the pool replaced after the stall still works).
+    make_all_due(&db.pool).await;
+    app.drain().await.unwrap();
+    assert_eq!(row(&db.pool, dropped).await.status, "sent");
+    assert_eq!(row(&db.pool, stalled).await.status, "sent");
+}
+
+#[tokio::test]
+async fn an_urgent_row_behind_10000_low_rows_is_sent_next() {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "INSERT INTO email_queue (from_email, to_email, subject, html_content, type, priority)
+         SELECT 'noreply@adoptdontshop.com', 'low' || i || '@example.com', 'low', '<p>x</p>', 'marketing', 'low'
+         FROM generate_series(1, 10000) i",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut e = NewEmail::to("urgent@example.com");
+    e.priority = "urgent";
+    e.subject = "Reset your password".into();
+    e.insert(&db.pool).await;
+    let claimed = adopt_worker::queue::claim_due(&db.pool, 1).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].to_email, "urgent@example.com");
+}
+
+#[tokio::test]
+async fn a_new_row_is_picked_up_at_once_without_waiting_for_the_poll() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    // A 30 s poll: only LISTEN/NOTIFY can explain a fast pickup.
+    let running = Running::start(settings(
+        &db,
+        Some(&smtp.url()),
+        None,
+        &[("ADOPT__WORKER__POLL_INTERVAL_MS", "30000")],
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // let the worker go idle
+    let mut worst = Duration::ZERO;
+    for i in 0..5 {
+        let start = Instant::now();
+        NewEmail::to(&format!("quick{i}@example.com"))
+            .insert(&db.pool)
+            .await;
+        let got = smtp.wait_for_messages(i + 1, Duration::from_secs(5)).await;
+        assert_eq!(got.len(), i + 1);
+        worst = worst.max(start.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop().await;
+    assert!(
+        worst < Duration::from_millis(500),
+        "insert→SMTP took {worst:?}"
+    );
+}
+
+#[tokio::test]
+async fn rows_left_sending_by_a_dead_worker_are_reclaimed_and_fenced() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    let id = NewEmail::to("maya@example.com").insert(&db.pool).await;
+    // A worker claims the row and dies before recording anything.
+    let stale = adopt_worker::queue::claim_due(&db.pool, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    sqlx::query("UPDATE email_queue SET last_attempt_at = last_attempt_at - interval '10 minutes' WHERE email_id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut stale = stale;
+    stale.claimed_at -= chrono::Duration::minutes(10);
+    let n = adopt_worker::queue::reclaim_expired(&db.pool, Duration::from_secs(90), 5)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let r = row(&db.pool, id).await;
+    assert_eq!((r.status.as_str(), r.current_retries), ("queued", Some(1)));
+    assert!(r.failure_reason.unwrap().contains("lease expired"));
+    // A new attempt claims it; the dead worker's late result must not overwrite it.
+    let fresh = adopt_worker::queue::claim_due(&db.pool, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    let late = adopt_worker::queue::mark_failed(&db.pool, &stale, "late")
+        .await
+        .unwrap();
+    assert_eq!(late, adopt_worker::queue::Recorded::Fenced);
+    let done = adopt_worker::queue::mark_sent(&db.pool, &fresh, "smtp", Some("q1"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        adopt_worker::queue::Recorded::Written(adopt_worker::queue::EmailStatus::Sent)
+    );
+    drop(smtp);
+}
+
+#[tokio::test]
+async fn terminated_database_connections_are_survived() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    let running = Running::start(settings(&db, Some(&smtp.url()), None, &[])).await;
+    NewEmail::to("before@example.com").insert(&db.pool).await;
+    assert_eq!(
+        smtp.wait_for_messages(1, Duration::from_secs(5))
+            .await
+            .len(),
+        1
+    );
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'adopt-worker') t",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        killed >= 1,
+        "the worker's connections (pool + LISTEN) were terminated"
+    );
+    for i in 0..20 {
+        NewEmail::to(&format!("after{i}@example.com"))
+            .insert(&db.pool)
+            .await;
+    }
+    assert_eq!(
+        smtp.wait_for_messages(21, Duration::from_secs(10))
+            .await
+            .len(),
+        21
+    );
+    running.stop().await;
+    assert_eq!(status_counts(&db.pool).await.get("sent"), Some(&21));
+}
+
+fn spawn_run(db: &TestDb, smtp: &TestSmtp, extra: &[(&str, &str)]) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::from(bin());
+    cmd.arg("run")
+        .arg("--no-api")
+        .env("DATABASE_URL", &db.url)
+        .env("SMTP_URL", smtp.url())
+        .env("RUST_LOG", "warn")
+        .env("ADOPT__WORKER__POLL_INTERVAL_MS", "100")
+        .stdout(std::process::Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.kill_on_drop(true).spawn().unwrap()
+}
+
+fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().unwrap().to_string();
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+#[tokio::test]
+async fn three_worker_processes_drain_10000_rows_exactly_once() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    insert_many(&db.pool, 10_000).await;
+    let mut workers: Vec<_> = (0..3).map(|_| spawn_run(&db, &smtp, &[])).collect();
+    let got = smtp
+        .wait_for_messages(10_000, Duration::from_secs(120))
+        .await;
+    for w in &workers {
+        signal(w, "-TERM");
+    }
+    for w in &mut workers {
+        assert!(w.wait().await.unwrap().success(), "SIGTERM exits 0");
+    }
+    assert_eq!(got.len(), 10_000);
+    let ids: HashSet<String> = smtp
+        .messages()
+        .iter()
+        .map(|m| m.header("Message-ID").unwrap())
+        .collect();
+    assert_eq!(ids.len(), 10_000, "every row exactly once");
+    assert_eq!(smtp.message_count(), 10_000);
+    assert_eq!(status_counts(&db.pool).await.get("sent"), Some(&10_000));
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_batch_loses_nothing_and_each_duplicate_is_explained() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    insert_many(&db.pool, 300).await;
+    // Slow acceptance so the kill lands while sends are in flight.
+    smtp.add_rule(Rule::delay(Command::DataEnd, Duration::from_millis(50)));
+    let lease = [
+        ("ADOPT__SMTP__TIMEOUT_SECS", "2"),
+        ("ADOPT__WORKER__LEASE_SECS", "3"),
+    ];
+    let mut victim = spawn_run(&db, &smtp, &lease);
+    smtp.wait_for_messages(40, Duration::from_secs(20)).await;
+    signal(&victim, "-KILL");
+    victim.wait().await.unwrap();
+    // What was in flight at the moment of the kill.
+    let in_flight: HashSet<String> = sqlx::query_scalar::<_, uuid::Uuid>(
+        "SELECT email_id FROM email_queue WHERE status = 'sending'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|id| format!("<{id}@adoptdontshop.com>"))
+    .collect();
+    assert!(!in_flight.is_empty(), "the kill landed mid-batch");
+
+    let mut rescuer = spawn_run(&db, &smtp, &lease);
+    let pool = db.pool.clone();
+    let done = eventually(Duration::from_secs(60), || {
+        let pool = pool.clone();
+        async move { status_counts(&pool).await.get("sent") == Some(&300) }
+    })
+    .await;
+    signal(&rescuer, "-TERM");
+    rescuer.wait().await.unwrap();
+    assert!(
+        done,
+        "every row delivered after the lease: {:?}",
+        status_counts(&db.pool).await
+    );
+
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for m in smtp.messages() {
+        *seen.entry(m.header("Message-ID").unwrap()).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 300, "nothing lost");
+    let duplicates: Vec<_> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for d in &duplicates {
+        assert!(
+            in_flight.contains(d),
+            "duplicate {d} was not in flight at the kill"
+        );
+    }
+    assert!(seen.values().all(|n| *n <= 2));
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_sends_and_leaves_nothing_sending() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    insert_many(&db.pool, 200).await;
+    smtp.add_rule(Rule::delay(Command::DataEnd, Duration::from_millis(200)));
+    let mut w = spawn_run(&db, &smtp, &[]);
+    smtp.wait_for_messages(10, Duration::from_secs(20)).await;
+    signal(&w, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), w.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    let counts = status_counts(&db.pool).await;
+    assert_eq!(counts.get("sending"), None, "{counts:?}");
+    let sent = counts.get("sent").copied().unwrap_or(0);
+    assert_eq!(
+        sent as usize,
+        smtp.message_count(),
+        "every accepted message is recorded sent"
+    );
+    assert_eq!(
+        sent + counts.get("queued").copied().unwrap_or(0),
+        200,
+        "nothing lost"
+    );
+}
