@@ -36,6 +36,7 @@ pub struct Settings {
     pub bounce: BounceSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    pub jobs: crate::jobs::JobSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -222,6 +223,9 @@ impl Settings {
             return invalid("bounce.soft_bounce_threshold must be at least 1".into());
         }
         self.retry.validate().map_err(ConfigError::Invalid)?;
+        self.jobs
+            .validate(self.worker.lease())
+            .map_err(ConfigError::Invalid)?;
         if url::Url::parse(&self.app.base_url).is_err() {
             return invalid(format!(
                 "app.base_url is not a URL: {:?}",

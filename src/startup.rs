@@ -1,9 +1,9 @@
 //! Wires the application together: pool, transport, deliverer, the apalis Monitor with the
-//! email worker, the lease reaper and the HTTP server; runs until told to stop.
+//! email worker and the scheduled jobs (the lease reaper among them), and the HTTP server;
+//! runs until told to stop.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use apalis::prelude::Monitor;
 use sqlx::PgPool;
@@ -15,6 +15,7 @@ use crate::config::Settings;
 use crate::db::{self, DbError};
 use crate::delivery::transport::{Transport, TransportError};
 use crate::delivery::{Deliverer, DeliveryPolicy, Tally};
+use crate::jobs::{self, Jobs};
 use crate::queue;
 use crate::worker::{self, ClaimBuffer, ClaimSettings, EmailWorker, Wakeups};
 
@@ -125,12 +126,6 @@ impl App {
         };
 
         if parts.workers {
-            let reaper = tokio::spawn(reap_leases(
-                self.pool.clone(),
-                self.settings.worker.lease(),
-                self.settings.retry.default_max_retries,
-                stop_rx.clone(),
-            ));
             let buffer = ClaimBuffer::default();
             let w = &self.settings.worker;
             let name = format!(
@@ -160,6 +155,8 @@ impl App {
                     })
                     .shutdown_timeout(w.shutdown_grace()),
             );
+            let monitor = jobs::register(monitor, &Jobs::new(self.pool.clone(), &self.settings))
+                .map_err(|e| StartupError::Monitor(e.to_string()))?;
             let stop = stop_rx.clone();
             let result = monitor
                 .run_with_signal(async move {
@@ -176,7 +173,6 @@ impl App {
                     warn!(error = %e, "could not release claimed rows; the lease reaper will")
                 }
             }
-            reaper.abort();
             if let Err(e) = result {
                 return Err(StartupError::Monitor(e.to_string()));
             }
@@ -193,31 +189,6 @@ impl App {
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// Takes back rows whose worker died mid-send. Runs in every process; the UPDATE is
-/// idempotent, so concurrent reapers are harmless.
-async fn reap_leases(
-    pool: PgPool,
-    lease: Duration,
-    default_max_retries: i32,
-    stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval((lease / 3).max(Duration::from_secs(1)));
-    loop {
-        tick.tick().await;
-        if *stop.borrow() {
-            return;
-        }
-        match queue::reclaim_expired(&pool, lease, default_max_retries).await {
-            Ok(0) => {}
-            Ok(n) => warn!(
-                reclaimed = n,
-                "took back rows whose worker stopped mid-send"
-            ),
-            Err(e) => warn!(error = %e, "lease reaper failed; will retry"),
-        }
-    }
 }
 
 async fn serve_http(
