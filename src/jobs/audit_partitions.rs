@@ -113,7 +113,8 @@ pub(super) async fn run(jobs: &Jobs, now: DateTime<Utc>) -> Result<Done, JobErro
             continue;
         }
         match drop_partition(pool, &name).await {
-            Ok(()) => {
+            Ok(false) => {}
+            Ok(true) => {
                 info!(partition = %name, "expired audit_logs partition dropped");
                 dropped.push(name);
             }
@@ -238,20 +239,21 @@ async fn move_from_default(
     Ok(done.rows_affected())
 }
 
-async fn drop_partition(pool: &PgPool, name: &str) -> Result<(), sqlx::Error> {
+/// Drops one of our partitions; false when a concurrent run already did.
+async fn drop_partition(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
     let Some(month) = Month::parse(name) else {
-        return Ok(());
+        return Ok(false);
     };
     let mut tx = begin_ddl(pool).await?;
     // Re-checked under the lock: a concurrent run may have dropped it already.
     if !partitions(&mut *tx).await?.contains(&month.name()) {
-        return Ok(());
+        return Ok(false);
     }
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {}", month.name())))
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Names of audit_logs' partitions.
