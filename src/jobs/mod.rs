@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use apalis::prelude::{BoxDynError, Monitor, WorkerBuilder};
 use apalis_cron::{CronScheduler, Tick};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::PgPool;
 use tracing::{error, info, warn};
 
@@ -211,6 +211,8 @@ impl Jobs {
     /// as that exact slot has not run yet). Errors are database errors of the run log itself;
     /// a job that fails is reported with outcome `failed`.
     pub async fn run_once(&self, job: JobName, now: DateTime<Utc>) -> Result<RunReport, JobError> {
+        // The slot is stored with PostgreSQL's microsecond precision; keep the report equal.
+        let now = now.trunc_subsecs(6);
         self.run_slot(job, now, now).await
     }
 

@@ -534,3 +534,34 @@ async fn bad_input_is_skipped_and_the_rest_of_the_batch_goes_on() {
     assert_eq!(held_count(&db.pool, gone).await, 1, "kept, not sent");
     assert_eq!(held_count(&db.pool, suspended).await, 1, "kept for later");
 }
+
+#[tokio::test]
+async fn after_downtime_one_catch_up_digest_is_sent_not_one_per_missed_day() {
+    let db = TestDb::new().await;
+    digest_template(&db.pool).await;
+    let maya = user(&db.pool, "maya@example.com", "Maya").await;
+    // Last digest five days ago; the worker was down since.
+    prefs(&db.pool, maya, "daily", "UTC", Some("2026-03-04T09:00:00Z")).await;
+    held(&db.pool, maya, "Held during the outage").await;
+    let jobs = jobs(&db);
+    run(&jobs, JobName::Digest, "2026-03-09T11:40:00Z").await;
+    held(&db.pool, maya, "Arrived after the catch-up").await;
+    for now in ["2026-03-09T11:45:00Z", "2026-03-09T23:59:59Z"] {
+        run(&jobs, JobName::Digest, now).await;
+    }
+    let sent = digests(&db.pool).await;
+    assert_eq!(sent.len(), 1, "one catch-up digest");
+    assert_eq!(
+        sent[0].metadata["digest"]["windowStart"],
+        "2026-03-04T09:00:00Z"
+    );
+    assert_eq!(sent[0].metadata["digest"]["slot"], "2026-03-09T09:00:00Z");
+    // Back on schedule the next morning.
+    run(&jobs, JobName::Digest, "2026-03-10T09:00:00Z").await;
+    let sent = digests(&db.pool).await;
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[1].metadata["digest"]["windowStart"],
+        "2026-03-09T11:40:00Z"
+    );
+}
