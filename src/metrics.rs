@@ -30,7 +30,7 @@ pub use labels::{
     BounceKind, Job, JobOutcome, Outcome, QueueState, SendClass, SuppressionReason, TrackingEvent,
     UnsubscribeVia,
 };
-pub use sampler::{PriorityDepth, run_sampler, sample_queue};
+pub use sampler::{PriorityDepth, QUEUE_SAMPLE_SQL, run_sampler, sample_queue};
 
 /// What kind of Prometheus metric a catalogue entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,35 +32,34 @@ pub struct PriorityDepth {
     pub oldest_due_age_secs: f64,
 }
 
+/// The sample statement (public so tests can EXPLAIN it). The COALESCE is written exactly
+/// as in `idx_email_queue_claim` so the index matches.
+pub const QUEUE_SAMPLE_SQL: &str = "WITH clock AS (SELECT now() AT TIME ZONE 'UTC' AS now_utc)
+    SELECT p.priority,
+           q.due,
+           q.scheduled,
+           COALESCE(s.sending, 0) AS sending,
+           COALESCE(EXTRACT(EPOCH FROM clock.now_utc - q.oldest_due)::float8, 0) AS oldest_due_age_secs
+    FROM unnest('{urgent,high,normal,low}'::email_priority_enum[]) AS p(priority)
+    CROSS JOIN clock
+    CROSS JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE d.due_at <= clock.now_utc) AS due,
+               count(*) FILTER (WHERE d.due_at > clock.now_utc) AS scheduled,
+               min(d.due_at) FILTER (WHERE d.due_at <= clock.now_utc
+                                      AND d.due_at > '-infinity') AS oldest_due
+        FROM (SELECT COALESCE(e.scheduled_for, e.created_at, '-infinity') AS due_at
+              FROM email_queue e
+              WHERE e.status = 'queued' AND e.priority = p.priority) d
+    ) q
+    LEFT JOIN (
+        SELECT e.priority, count(*) AS sending FROM email_queue e
+        WHERE e.status = 'sending' GROUP BY e.priority
+    ) s ON s.priority = p.priority
+    ORDER BY p.priority DESC";
+
 /// Samples the queue (see the module docs for why this is cheap).
 pub async fn sample_queue(pool: &PgPool) -> Result<Vec<PriorityDepth>, sqlx::Error> {
-    // The COALESCE is written exactly as in idx_email_queue_claim so the index matches.
-    sqlx::query_as(
-        "WITH clock AS (SELECT now() AT TIME ZONE 'UTC' AS now_utc)
-        SELECT p.priority,
-               q.due,
-               q.scheduled,
-               s.sending,
-               COALESCE(EXTRACT(EPOCH FROM clock.now_utc - q.oldest_due)::float8, 0) AS oldest_due_age_secs
-        FROM unnest('{urgent,high,normal,low}'::email_priority_enum[]) AS p(priority)
-        CROSS JOIN clock
-        CROSS JOIN LATERAL (
-            SELECT count(*) FILTER (WHERE d.due_at <= clock.now_utc) AS due,
-                   count(*) FILTER (WHERE d.due_at > clock.now_utc) AS scheduled,
-                   min(d.due_at) FILTER (WHERE d.due_at <= clock.now_utc
-                                          AND d.due_at > '-infinity') AS oldest_due
-            FROM (SELECT COALESCE(e.scheduled_for, e.created_at, '-infinity') AS due_at
-                  FROM email_queue e
-                  WHERE e.status = 'queued' AND e.priority = p.priority) d
-        ) q
-        CROSS JOIN LATERAL (
-            SELECT count(*) AS sending FROM email_queue e
-            WHERE e.status = 'sending' AND e.priority = p.priority
-        ) s
-        ORDER BY p.priority DESC",
-    )
-    .fetch_all(pool)
-    .await
+    sqlx::query_as(QUEUE_SAMPLE_SQL).fetch_all(pool).await
 }
 
 /// Samples every `every` until `stop` turns true: exporter upkeep, pool gauges, then the
