@@ -533,6 +533,13 @@ fn operations_doc_documents_every_config_key_and_only_those() {
         undocumented.is_empty() && stale.is_empty(),
         "config keys missing from docs/operations.md: {undocumented:?}; documented but not in config/default.toml: {stale:?}"
     );
+    for def in CATALOGUE {
+        assert!(
+            doc.contains(&format!("`{}`", def.name)),
+            "{} is not described in docs/operations.md",
+            def.name
+        );
+    }
     // Env var names in the table follow the ADOPT__SECTION__KEY rule.
     for key in &keys {
         let (section, name) = key.split_once('.').unwrap();
