@@ -396,17 +396,21 @@ fn alert_rules_pass_promtool_and_use_only_exported_metrics() {
         "alerts.yml uses unexported metrics: {unknown:?}"
     );
     if promtool().is_some() {
-        let out = std::process::Command::new("promtool")
-            .args(["check", "rules"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // The example Prometheus configuration loads these rules, so checking it checks both.
+        let config = repo_file("deploy/prometheus/prometheus.yml");
+        for (what, file) in [("rules", &path), ("config", &config)] {
+            let out = std::process::Command::new("promtool")
+                .args(["check", what])
+                .arg(file)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }
 
