@@ -272,16 +272,20 @@ pub struct OpsState {
     pub stop: watch::Receiver<bool>,
 }
 
-/// `/healthz` (the process answers), `/readyz` (it can do its job) and `/metrics`, with
-/// request metrics on every route. The API router merges into this one.
-pub fn ops_router(state: OpsState) -> axum::Router {
+/// `/healthz` (the process answers), `/readyz` (it can do its job) and `/metrics`.
+pub fn ops_routes(state: OpsState) -> axum::Router {
     use axum::routing::get;
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
-        .layer(axum::middleware::from_fn(metrics::track_http))
         .with_state(state)
+}
+
+/// The whole HTTP surface. Other routers merge in before the metrics layer, which then
+/// measures every route once.
+pub fn http_router(state: OpsState) -> axum::Router {
+    ops_routes(state).layer(axum::middleware::from_fn(metrics::track_http))
 }
 
 async fn serve_http(
@@ -289,7 +293,7 @@ async fn serve_http(
     state: OpsState,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, ops_router(state))
+    if let Err(e) = axum::serve(listener, http_router(state))
         .with_graceful_shutdown(stop)
         .await
     {
