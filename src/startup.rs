@@ -129,12 +129,15 @@ impl App {
         } else {
             smtp.pool_size
         });
-        let sampler = tokio::spawn(metrics::run_sampler(
-            self.pool.clone(),
-            prometheus.clone(),
-            self.settings.metrics.sample_interval(),
-            stop_rx.clone(),
-        ));
+        // Gauges are only worth sampling where /metrics is served.
+        let sampler = parts.api.then(|| {
+            tokio::spawn(metrics::run_sampler(
+                self.pool.clone(),
+                prometheus.clone(),
+                self.settings.metrics.sample_interval(),
+                stop_rx.clone(),
+            ))
+        });
 
         let api = match (parts.api, listener) {
             (true, Some(listener)) => {
@@ -214,7 +217,9 @@ impl App {
         if let Some(api) = api {
             let _ = api.await;
         }
-        sampler.abort();
+        if let Some(sampler) = sampler {
+            sampler.abort();
+        }
         info!("adopt-worker stopped");
         Ok(())
     }

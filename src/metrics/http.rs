@@ -9,14 +9,16 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{counter, histogram};
+use tracing::{Instrument, info_span};
 
 use super::{HTTP_DURATION, HTTP_REQUESTS};
 
 /// The `route` label of requests that matched no route (404s from the fallback).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// Records [`HTTP_REQUESTS`] and [`HTTP_DURATION`] for every request. Add it with
-/// `Router::layer(axum::middleware::from_fn(track_http))` so the matched path is known.
+/// Records [`HTTP_REQUESTS`] and [`HTTP_DURATION`] for every request, and runs the request
+/// in an `http{route, method}` span so its log lines say which route they belong to. Add it
+/// with `Router::layer(axum::middleware::from_fn(track_http))` so the matched path is known.
 pub async fn track_http(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = req
@@ -24,7 +26,8 @@ pub async fn track_http(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| UNMATCHED_ROUTE.to_owned(), |p| p.as_str().to_owned());
     let method = method_label(req.method());
-    let response = next.run(req).await;
+    let span = info_span!("http", route = %route, method);
+    let response = next.run(req).instrument(span).await;
     record(route, method, response.status(), started.elapsed());
     response
 }

@@ -6,8 +6,8 @@
 //! `queued` rows are in it, keyed by priority then due time), counting due and scheduled
 //! rows and taking the oldest due time in the same pass, and counts `sending` rows through
 //! `idx_email_queue_sending`. Sent, failed and other finished rows are never read, so the
-//! cost follows the backlog, not the table's history. Every process samples (the values
-//! are the same everywhere): aggregate with `max`, not `sum`.
+//! cost follows the backlog, not the table's history. Every process serving `/metrics`
+//! samples (the values are the same everywhere): aggregate with `max`, not `sum`.
 
 use std::time::Duration;
 
