@@ -116,6 +116,9 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        // HTTP outlives the workers' drain, so /readyz can say "shutting_down" and /metrics
+        // stays scrapable while in-flight sends finish.
+        let (workers_done, http_stop) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
@@ -149,12 +152,13 @@ impl App {
                 Some(tokio::spawn(serve_http(
                     listener,
                     state,
-                    wait_for(stop_rx.clone()),
+                    wait_for(http_stop),
                 )))
             }
             _ => None,
         };
 
+        let mut monitor_failure = None;
         if parts.workers {
             let reaper = tokio::spawn(reap_leases(
                 self.pool.clone(),
@@ -208,17 +212,19 @@ impl App {
                 }
             }
             reaper.abort();
-            if let Err(e) = result {
-                return Err(StartupError::Monitor(e.to_string()));
-            }
+            monitor_failure = result.err().map(|e| StartupError::Monitor(e.to_string()));
         } else {
             wait_for(stop_rx.clone()).await;
         }
+        let _ = workers_done.send(true);
         if let Some(api) = api {
             let _ = api.await;
         }
         if let Some(sampler) = sampler {
             sampler.abort();
+        }
+        if let Some(failure) = monitor_failure {
+            return Err(failure);
         }
         info!("adopt-worker stopped");
         Ok(())

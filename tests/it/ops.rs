@@ -138,8 +138,15 @@ impl Running {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Sends the shutdown signal without waiting for the app to stop.
+    fn signal_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
+        self.signal_stop();
         tokio::time::timeout(Duration::from_secs(20), &mut self.task)
             .await
             .expect("app stops within 20 s")
@@ -424,6 +431,36 @@ async fn http_metrics_label_requests_with_the_route_template_not_the_path() {
     );
     assert!(!text.contains("BREW"), "an unknown method became a label");
     assert!(text.contains(r#"method="other",status="405""#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_sends_drain_at_shutdown_readyz_says_shutting_down_and_metrics_still_answer() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    smtp.add_rule(Rule::delay(Command::DataEnd, Duration::from_secs(2)));
+    let id = NewEmail::to("maya@example.com").insert(&db.pool).await;
+    let mut app = Running::start(&db, &smtp, Parts::default()).await;
+    smtp.wait_for_commands(Command::Data, 1, Duration::from_secs(10))
+        .await;
+
+    app.signal_stop();
+    let http = reqwest::Client::new();
+    let mut ready = http.get(app.url("/readyz")).send().await.unwrap();
+    for _ in 0..50 {
+        if ready.status() != 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ready = http.get(app.url("/readyz")).send().await.unwrap();
+    }
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["failed"], serde_json::json!(["shutdown"]), "{body}");
+    let scrape = http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(scrape.status(), 200);
+
+    app.stop().await;
+    assert_eq!(row(&db.pool, id).await.status, "sent");
 }
 
 fn db_pool_to_nowhere() -> sqlx::PgPool {
