@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod delivery;
+pub mod metrics;
 pub mod preferences;
 pub mod queue;
 pub mod startup;

@@ -9,3 +9,4 @@ mod helpers;
 mod cli;
 mod delivery;
 mod foundation;
+mod ops;
