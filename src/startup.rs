@@ -4,8 +4,15 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use apalis::prelude::Monitor;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -16,6 +23,7 @@ use crate::db::{self, DbError};
 use crate::delivery::transport::{Transport, TransportError};
 use crate::delivery::{Deliverer, DeliveryPolicy, Tally};
 use crate::jobs::{self, Jobs};
+use crate::metrics::{self, MetricsError};
 use crate::queue;
 use crate::worker::{self, ClaimBuffer, ClaimSettings, EmailWorker, Wakeups};
 
@@ -34,6 +42,8 @@ pub enum StartupError {
     Monitor(String),
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// Which parts `run` starts (API and workers can scale separately).
@@ -110,21 +120,49 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        // HTTP outlives the workers' drain, so /readyz can say "shutting_down" and /metrics
+        // stays scrapable while in-flight sends finish.
+        let (workers_done, http_stop) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
         info!(transport = %self.deliverer.transport().describe(), "adopt-worker starting");
 
-        let api = match (parts.api, listener) {
-            (true, Some(listener)) => Some(tokio::spawn(serve_http(
-                listener,
+        let prometheus = metrics::install()?;
+        let smtp = &self.settings.smtp;
+        metrics::smtp_pool_size(if smtp.url.trim().is_empty() {
+            0
+        } else {
+            smtp.pool_size
+        });
+        // Gauges are only worth sampling where /metrics is served.
+        let sampler = parts.api.then(|| {
+            tokio::spawn(metrics::run_sampler(
                 self.pool.clone(),
-                wait_for(stop_rx.clone()),
-            ))),
+                prometheus.clone(),
+                self.settings.metrics.sample_interval(),
+                stop_rx.clone(),
+            ))
+        });
+
+        let api = match (parts.api, listener) {
+            (true, Some(listener)) => {
+                let state = OpsState {
+                    pool: self.pool.clone(),
+                    prometheus,
+                    stop: stop_rx.clone(),
+                };
+                Some(tokio::spawn(serve_http(
+                    listener,
+                    state,
+                    wait_for(http_stop),
+                )))
+            }
             _ => None,
         };
 
+        let mut monitor_failure = None;
         if parts.workers {
             let buffer = ClaimBuffer::default();
             let w = &self.settings.worker;
@@ -155,8 +193,7 @@ impl App {
                     })
                     .shutdown_timeout(w.shutdown_grace()),
             );
-            let monitor = jobs::register(monitor, &Jobs::new(self.pool.clone(), &self.settings))
-                .map_err(|e| StartupError::Monitor(e.to_string()))?;
+            let monitor = jobs::register(monitor, &Jobs::new(self.pool.clone(), &self.settings));
             let stop = stop_rx.clone();
             let result = monitor
                 .run_with_signal(async move {
@@ -173,14 +210,19 @@ impl App {
                     warn!(error = %e, "could not release claimed rows; the lease reaper will")
                 }
             }
-            if let Err(e) = result {
-                return Err(StartupError::Monitor(e.to_string()));
-            }
+            monitor_failure = result.err().map(|e| StartupError::Monitor(e.to_string()));
         } else {
             wait_for(stop_rx.clone()).await;
         }
+        let _ = workers_done.send(true);
         if let Some(api) = api {
             let _ = api.await;
+        }
+        if let Some(sampler) = sampler {
+            sampler.abort();
+        }
+        if let Some(failure) = monitor_failure {
+            return Err(failure);
         }
         info!("adopt-worker stopped");
         Ok(())
@@ -191,22 +233,111 @@ async fn wait_for(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// What the operational endpoints need.
+#[derive(Clone)]
+pub struct OpsState {
+    pub pool: PgPool,
+    pub prometheus: PrometheusHandle,
+    /// Turns true when the process starts shutting down (readiness then fails).
+    pub stop: watch::Receiver<bool>,
+}
+
+/// `/healthz` (the process answers), `/readyz` (it can do its job) and `/metrics`.
+pub fn ops_routes(state: OpsState) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(state)
+}
+
+/// The whole HTTP surface. Other routers merge in before the metrics layer, which then
+/// measures every route once.
+pub fn http_router(state: OpsState) -> axum::Router {
+    ops_routes(state).layer(axum::middleware::from_fn(metrics::track_http))
+}
+
 async fn serve_http(
     listener: TcpListener,
-    pool: PgPool,
+    state: OpsState,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
-    use axum::Router;
-    use axum::routing::get;
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(pool);
-    if let Err(e) = axum::serve(listener, app)
+    if let Err(e) = axum::serve(listener, http_router(state))
         .with_graceful_shutdown(stop)
         .await
     {
         error!(error = %e, "HTTP server failed");
     }
+}
+
+async fn render_metrics(State(state): State<OpsState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.prometheus.render(),
+    )
+}
+
+/// How long a readiness probe waits for the database before calling it unreachable.
+const READY_DB_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// 200 when the database answers, every migration this binary knows is applied and the
+/// process is not shutting down; else 503 naming the failed checks.
+async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
+    let database = match tokio::time::timeout(
+        READY_DB_TIMEOUT,
+        sqlx::query("SELECT 1").execute(&state.pool),
+    )
+    .await
+    {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(e)) => {
+            warn!(error = %e, "readiness: database unreachable");
+            "unreachable"
+        }
+        Err(_) => "timeout",
+    };
+    let migrations = if database != "ok" {
+        "unknown"
+    } else {
+        match db::migrations_current(&state.pool).await {
+            Ok(true) => "ok",
+            Ok(false) => "pending",
+            Err(e) => {
+                warn!(error = %e, "readiness: cannot read applied migrations");
+                "unknown"
+            }
+        }
+    };
+    let shutdown = if *state.stop.borrow() {
+        "shutting_down"
+    } else {
+        "ok"
+    };
+    let checks = [
+        ("database", database),
+        ("migrations", migrations),
+        ("shutdown", shutdown),
+    ];
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|(_, v)| *v != "ok")
+        .map(|(k, _)| *k)
+        .collect();
+    let status = if failed.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if failed.is_empty() { "ready" } else { "not_ready" },
+        "checks": checks.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "failed": failed,
+    });
+    (status, Json(body))
 }
 
 /// Resolves on SIGINT or SIGTERM.

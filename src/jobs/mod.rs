@@ -27,9 +27,10 @@ use apalis::prelude::{BoxDynError, Monitor, WorkerBuilder};
 use apalis_cron::{CronScheduler, Tick};
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::PgPool;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{AppSettings, Settings};
+use crate::metrics;
 pub use settings::{JobSchedule, JobSettings};
 
 /// The scheduled jobs. Their names are a contract (CLI, `worker_job_runs.job_name`).
@@ -88,8 +89,6 @@ pub enum JobError {
     UnknownJob(String),
     #[error("invalid --now {0:?}: expected an RFC 3339 time such as 2026-03-09T09:00:00Z")]
     InvalidNow(String),
-    #[error("{0}")]
-    Schedule(String),
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
 }
@@ -216,7 +215,25 @@ impl Jobs {
         self.run_slot(job, now, now).await
     }
 
+    /// Claims and runs one slot inside a `job` span, and records the run's metrics (a slot
+    /// owned elsewhere counts as `skipped`; a run-log error as `failed`).
     async fn run_slot(
+        &self,
+        job: JobName,
+        slot: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<RunReport, JobError> {
+        let started = Instant::now();
+        let result = self
+            .claim_and_run(job, slot, now)
+            .instrument(info_span!("job", job = job.as_str(), %slot))
+            .await;
+        let outcome = result.as_ref().map_or(RunOutcome::Failed, |r| r.outcome);
+        record_job_metrics(job, outcome, started.elapsed());
+        result
+    }
+
+    async fn claim_and_run(
         &self,
         job: JobName,
         slot: DateTime<Utc>,
@@ -236,14 +253,12 @@ impl Jobs {
             };
             return Ok(report);
         }
-        let started = Instant::now();
         let result = self.dispatch(job, now).await;
         let (outcome, rows, detail) = match result {
             Ok(done) if done.failed => (RunOutcome::Failed, done.rows_affected, done.detail),
             Ok(done) => (RunOutcome::Succeeded, done.rows_affected, done.detail),
             Err(e) => (RunOutcome::Failed, 0, format!("error: {e}")),
         };
-        record_job_metrics(job, outcome, started.elapsed());
         finish_run(self.pool(), job, slot, outcome, rows, &detail).await?;
         prune_runs(self.pool(), job, now, self.settings().runs_retention_days).await?;
         report.outcome = outcome;
@@ -291,20 +306,31 @@ impl Jobs {
 }
 
 /// Registers one apalis-cron worker per scheduled job on `monitor`: the platform jobs when
-/// `jobs.enabled`, and `reclaim` always (it is part of delivery).
-pub fn register(mut monitor: Monitor, jobs: &Jobs) -> Result<Monitor, JobError> {
+/// `jobs.enabled`, and `reclaim` always (it is part of delivery). Schedules were checked
+/// when the configuration loaded; one that still does not parse is logged and left out.
+pub fn register(mut monitor: Monitor, jobs: &Jobs) -> Monitor {
     for job in JobName::ALL {
         if job != JobName::Reclaim && !jobs.settings().enabled {
             continue;
         }
-        let Some(schedule) = jobs
-            .settings()
-            .schedule(job, jobs.inner.lease)
-            .map_err(JobError::Schedule)?
-        else {
-            info!(%job, "scheduled job switched off");
-            continue;
+        let schedule = match jobs.settings().schedule(job, jobs.inner.lease) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                info!(%job, "scheduled job switched off");
+                continue;
+            }
+            Err(e) => {
+                error!(%job, error = %e, "scheduled job not started");
+                continue;
+            }
         };
+        if job == JobName::Reclaim {
+            // As the reaper always did: once at start, so rows a crashed predecessor left
+            // `sending` come back without waiting for the first tick.
+            let jobs = jobs.clone();
+            let tick = Tick::new(schedule.current_slot());
+            tokio::spawn(async move { jobs.on_tick(job, tick).await });
+        }
         let jobs = jobs.clone();
         monitor = monitor.register(move |_run| {
             let jobs = jobs.clone();
@@ -319,7 +345,7 @@ pub fn register(mut monitor: Monitor, jobs: &Jobs) -> Result<Monitor, JobError> 
                 })
         });
     }
-    Ok(monitor)
+    monitor
 }
 
 /// Claims `(job, slot)`: true when this process inserted the row and so owns the run.
@@ -395,16 +421,23 @@ async fn prune_runs(
     Ok(())
 }
 
-/// Per-run metrics: count by job and outcome, duration histogram.
+/// Per-run metrics (`adopt_worker_job_runs_total`, `adopt_worker_job_duration_seconds`,
+/// `adopt_worker_job_last_success_timestamp_seconds`). Without a recorder (the CLI) they go
+/// nowhere.
 fn record_job_metrics(job: JobName, outcome: RunOutcome, duration: Duration) {
-    // TODO(metrics): wire to src/metrics.rs (branch `ops`), e.g.
-    // `adopt_worker_job_runs_total{job,outcome}` and `adopt_worker_job_duration_seconds{job}`.
-    tracing::debug!(
-        job = job.as_str(),
-        outcome = outcome.as_str(),
-        duration_ms = duration.as_millis() as u64,
-        "job run metrics"
-    );
+    let job = match job {
+        JobName::Digest => metrics::Job::Digest,
+        JobName::ExpireApplications => metrics::Job::ExpireApplications,
+        JobName::ExpireModeration => metrics::Job::ExpireModeration,
+        JobName::AuditPartitions => metrics::Job::AuditPartitions,
+        JobName::Reclaim => metrics::Job::Reclaim,
+    };
+    let outcome = match outcome {
+        RunOutcome::Succeeded => metrics::JobOutcome::Succeeded,
+        RunOutcome::Failed => metrics::JobOutcome::Failed,
+        RunOutcome::Skipped => metrics::JobOutcome::Skipped,
+    };
+    metrics::job_run(job, outcome, duration);
 }
 
 #[cfg(test)]

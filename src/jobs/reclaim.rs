@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use tracing::warn;
 
 use super::{Done, JobError, Jobs};
-use crate::queue;
+use crate::{metrics, queue};
 
 pub(super) async fn run(jobs: &Jobs, now: DateTime<Utc>) -> Result<Done, JobError> {
     let n = queue::reclaim_expired_at(
@@ -16,6 +16,7 @@ pub(super) async fn run(jobs: &Jobs, now: DateTime<Utc>) -> Result<Done, JobErro
         jobs.inner.default_max_retries,
     )
     .await?;
+    metrics::lease_reclaims(n);
     if n > 0 {
         warn!(
             reclaimed = n,

@@ -24,7 +24,8 @@ pub struct JobSettings {
     pub reclaim_schedule: String,
     pub audit_partitions_months_ahead: u32,
     pub audit_retention_months: u32,
-    /// Rows changed per statement (and per transaction) by the expiry jobs.
+    /// Rows changed per statement (and per transaction) by the expiry jobs; the digest's
+    /// page of users.
     pub batch_size: u32,
     /// Most held notifications one digest carries; the rest wait for the next one.
     pub digest_max_held: u32,
@@ -105,6 +106,24 @@ impl JobSettings {
 pub enum JobSchedule {
     Cron(Box<cron::Schedule>),
     Every(Duration),
+}
+
+impl JobSchedule {
+    /// The slot "now" falls in: the last aligned tick for an interval (shared by every
+    /// process), the current second for a cron expression.
+    pub fn current_slot(&self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        match self {
+            JobSchedule::Every(every) => {
+                let step = every.as_secs().max(1);
+                now / step * step
+            }
+            JobSchedule::Cron(_) => now,
+        }
+    }
 }
 
 impl apalis_cron::Schedule<Utc> for JobSchedule {

@@ -10,3 +10,4 @@ mod cli;
 mod delivery;
 mod foundation;
 mod jobs;
+mod ops;
