@@ -110,20 +110,8 @@ async fn ensure_template(admin: &mut PgConnection, server: &str) {
             .await
             .unwrap();
     if !exists {
-        // Old templates from earlier migration sets are no longer needed.
-        let old: Vec<String> = sqlx::query_scalar(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'adopt\\_test\\_tpl\\_%'",
-        )
-        .fetch_all(&mut *admin)
-        .await
-        .unwrap();
-        for db in old {
-            let _ = admin
-                .execute(sqlx::AssertSqlSafe(format!(
-                    r#"DROP DATABASE IF EXISTS "{db}" WITH (FORCE)"#
-                )))
-                .await;
-        }
+        // Templates of other migration sets are left alone: another checkout's tests may be
+        // cloning from them right now.
         let building = format!("{tpl}_building");
         let _ = admin
             .execute(sqlx::AssertSqlSafe(format!(
