@@ -8,4 +8,5 @@ pub mod delivery;
 pub mod queue;
 pub mod startup;
 pub mod telemetry;
+pub mod tracking;
 pub mod worker;
