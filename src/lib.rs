@@ -8,5 +8,6 @@ pub mod delivery;
 pub mod queue;
 pub mod startup;
 pub mod telemetry;
+pub mod templates;
 pub mod tracking;
 pub mod worker;

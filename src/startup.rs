@@ -16,6 +16,7 @@ use crate::db::{self, DbError};
 use crate::delivery::transport::{Transport, TransportError};
 use crate::delivery::{Deliverer, DeliveryPolicy, Tally};
 use crate::queue;
+use crate::templates::Templates;
 use crate::worker::{self, ClaimBuffer, ClaimSettings, EmailWorker, Wakeups};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,7 @@ pub struct App {
     pub settings: Settings,
     pub pool: PgPool,
     pub deliverer: Deliverer,
+    pub templates: Templates,
 }
 
 impl App {
@@ -62,6 +64,7 @@ impl App {
     pub fn build(settings: Settings) -> Result<App, StartupError> {
         let pool = db::pool(&settings.database)?;
         let transport = Transport::from_settings(&settings.smtp, &settings.outbox)?;
+        let templates = Templates::new(pool.clone(), &settings);
         let deliverer = Deliverer::new(
             pool.clone(),
             transport,
@@ -69,11 +72,13 @@ impl App {
                 retry: settings.retry.clone(),
                 soft_bounce_threshold: settings.bounce.soft_bounce_threshold,
             },
+            templates.clone(),
         );
         Ok(App {
             settings,
             pool,
             deliverer,
+            templates,
         })
     }
 
@@ -87,6 +92,9 @@ impl App {
             w.concurrency as usize,
         )
         .await?;
+        if let Err(e) = self.templates.flush_usage().await {
+            warn!(error = %e, "writing template usage counts failed");
+        }
         Ok(tally)
     }
 
@@ -123,6 +131,11 @@ impl App {
         };
 
         if parts.workers {
+            let usage = tokio::spawn({
+                let templates = self.templates.clone();
+                let stop = stop_rx.clone();
+                async move { templates.flush_usage_periodically(stop).await }
+            });
             let reaper = tokio::spawn(reap_leases(
                 self.pool.clone(),
                 self.settings.worker.lease(),
@@ -175,6 +188,11 @@ impl App {
                 }
             }
             reaper.abort();
+            let _ = usage.await;
+            // Sends still in flight when the periodic flush stopped have finished now.
+            if let Err(e) = self.templates.flush_usage().await {
+                warn!(error = %e, "writing template usage counts at shutdown failed");
+            }
             if let Err(e) = result {
                 return Err(StartupError::Monitor(e.to_string()));
             }

@@ -200,7 +200,8 @@ impl Tracker {
     }
 
     /// The HTML with every `http(s)` link rewritten to a signed click URL and the open pixel
-    /// added before `</body>`. Left alone: `mailto:` and other schemes, the unsubscribe link,
+    /// added before `</body>`. Left alone: `mailto:` and other schemes, the unsubscribe link
+    /// (`unsubscribe_url`, and any URL containing "unsubscribe" in pre-rendered mail),
     /// links marked `data-notrack`, links already pointing at the tracking endpoints (so
     /// tracking a second time, e.g. on a retry, changes nothing) and very long URLs.
     pub fn inject(&self, email_id: Uuid, html: &str, unsubscribe_url: Option<&str>) -> String {
@@ -208,6 +209,7 @@ impl Tracker {
             let skip = !is_http_url(url)
                 || url.starts_with(&self.prefix)
                 || unsubscribe_url.is_some_and(|u| !u.is_empty() && u == url)
+                || url.to_ascii_lowercase().contains("unsubscribe")
                 || url.len() > MAX_TRACKED_URL_BYTES;
             (!skip).then(|| self.click_url(email_id, url))
         });

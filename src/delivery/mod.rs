@@ -14,6 +14,7 @@ use sqlx::PgPool;
 use tracing::{Instrument, info_span, warn};
 
 use crate::queue::{self, ClaimedEmail, EmailStatus, Recorded, RenderedContent};
+use crate::templates::Templates;
 use classify::{FailureClass, SendFailure};
 use message::{BodyFormat, Content};
 use retry::RetryPolicy;
@@ -50,14 +51,21 @@ pub struct Deliverer {
     pool: PgPool,
     transport: Transport,
     policy: DeliveryPolicy,
+    templates: Templates,
 }
 
 impl Deliverer {
-    pub fn new(pool: PgPool, transport: Transport, policy: DeliveryPolicy) -> Deliverer {
+    pub fn new(
+        pool: PgPool,
+        transport: Transport,
+        policy: DeliveryPolicy,
+        templates: Templates,
+    ) -> Deliverer {
         Deliverer {
             pool,
             transport,
             policy,
+            templates,
         }
     }
 
@@ -79,10 +87,26 @@ impl Deliverer {
     }
 
     async fn attempt(&self, email: &ClaimedEmail) -> (Outcome, Option<RenderedContent>) {
-        let content = Content {
-            subject: &email.subject,
-            html: &email.html_content,
-            text: email.text_content.as_deref(),
+        let rendered = match self.render_content(email).await {
+            Ok(r) => r,
+            Err(failure) => return (self.classify(email, failure), None),
+        };
+        // Pre-rendered rows are tracked for sending only; their stored HTML stays as given.
+        let tracked = match rendered {
+            None => self.templates.track_prerendered(email),
+            Some(_) => None,
+        };
+        let content = match &rendered {
+            Some(r) => Content {
+                subject: &r.subject,
+                html: &r.html_content,
+                text: r.text_content.as_deref(),
+            },
+            None => Content {
+                subject: &email.subject,
+                html: tracked.as_deref().unwrap_or(&email.html_content),
+                text: email.text_content.as_deref(),
+            },
         };
         let msg = match message::build(email, &content, BodyFormat::Multipart, None) {
             Ok(m) => m,
@@ -91,7 +115,7 @@ impl Deliverer {
                     Outcome::Failed {
                         reason: e.to_string(),
                     },
-                    None,
+                    rendered,
                 );
             }
         };
@@ -100,7 +124,26 @@ impl Deliverer {
             Ok(accepted) => Outcome::Sent(accepted),
             Err(failure) => self.classify(email, failure),
         };
-        (outcome, None)
+        (outcome, rendered)
+    }
+
+    /// Template rows (`template_id` set, `html_content` empty) are rendered here, tracking
+    /// included; what is returned is sent and written back to the row. `None`: the row
+    /// carries its own content. A render problem fails the row with a reason naming it
+    /// (e.g. a missing variable); a database error during the render is retried.
+    async fn render_content(
+        &self,
+        email: &ClaimedEmail,
+    ) -> Result<Option<RenderedContent>, SendFailure> {
+        if email.template_id.is_none() || !email.html_content.trim().is_empty() {
+            return Ok(None);
+        }
+        // The unsubscribe URL comes with the preferences module; until then, none.
+        match self.templates.render_for_email(email, None).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.is_transient() => Err(SendFailure::transient(e.to_string())),
+            Err(e) => Err(SendFailure::permanent(e.to_string())),
+        }
     }
 
     fn classify(&self, email: &ClaimedEmail, failure: SendFailure) -> Outcome {
@@ -158,6 +201,11 @@ impl Deliverer {
         rendered: Option<&RenderedContent>,
     ) -> Result<Recorded, sqlx::Error> {
         let pool = &self.pool;
+        // A rendered template row keeps what was rendered whatever the outcome (sent rows
+        // get it in the same statement as the transition).
+        if let (Some(r), false) = (rendered, matches!(outcome, Outcome::Sent(_))) {
+            queue::keep_rendered(pool, email, r).await?;
+        }
         match outcome {
             Outcome::Sent(a) => {
                 queue::mark_sent(
