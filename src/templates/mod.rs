@@ -647,6 +647,68 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Renders a shipped template with its examples, as `render` does (without a database).
+    fn render_shipped(name: &str, unsubscribe: &str) -> Parts {
+        let dir = files::load_dir(Path::new("templates"), "en-US");
+        let t = dir.templates.iter().find(|t| t.name == name).unwrap();
+        let src = render::Sources {
+            subject: &t.subject,
+            html: &t.html,
+            text: t.text.as_deref(),
+        };
+        let c = render::Compiled::new(src, EMBEDDED_LAYOUT, t.variables.clone()).unwrap();
+        let data = example_data(t);
+        let common = render::Common {
+            app_name: "Adopt Don't Shop",
+            app_base_url: "https://adoptdontshop.com",
+            app_support_email: "support@adoptdontshop.com",
+            recipient_email: "maya@example.com",
+            recipient_name: None,
+            unsubscribe_url: unsubscribe,
+            year: 2026,
+        };
+        c.render(data.as_object().unwrap(), &common).unwrap()
+    }
+
+    #[test]
+    fn secret_bearing_links_and_unsubscribe_are_never_tracked() {
+        let tracker = Tracker::new(b"0123456789abcdef", "https://t.example", vec![]);
+        let id = Uuid::from_u128(7);
+        let reset = render_shipped("password_reset", "");
+        let html = tracker.inject(id, &reset.html, None);
+        let reset_url =
+            "https://adoptdontshop.com/reset-password?token=8f14e45fceea167a5a36dedd4bea2543";
+        assert_eq!(
+            html.matches(&format!("href=\"{reset_url}\"")).count(),
+            2,
+            "{html}"
+        );
+        assert!(
+            html.contains("https://t.example/t/c/"),
+            "other links are tracked"
+        );
+
+        let unsub = "https://api.example/u/tok123";
+        let news = render_shipped("newsletter", unsub);
+        let html = tracker.inject(id, &news.html, Some(unsub));
+        assert!(html.contains(&format!("href=\"{unsub}\"")), "{html}");
+        assert!(news.text.contains(&format!("Unsubscribe: {unsub}")));
+        for (name, secret) in [
+            ("email_verification", "verify-email?token="),
+            ("staff_invitation", "invitations/accept?token="),
+        ] {
+            let p = render_shipped(name, "");
+            let html = tracker.inject(id, &p.html, None);
+            let direct = html
+                .matches(&format!("href=\"https://adoptdontshop.com/{secret}"))
+                .count();
+            assert_eq!(
+                direct, 2,
+                "{name}: the button and the copy-paste link: {html}"
+            );
+        }
+    }
+
     #[test]
     fn pinned_versions() {
         assert_eq!(pinned_version(&json!(2)), Some(2));

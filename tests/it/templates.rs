@@ -961,3 +961,53 @@ async fn check_reports_file_and_line_and_sync_with_an_error_writes_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_retried_template_row_keeps_what_was_rendered_and_sends_it_again_unchanged() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    let dir = copy_templates();
+    sync(&db, dir.path(), false).await;
+    let announcement = template_id(&db.pool, "announcement").await;
+    let id = enqueue(
+        &db.pool,
+        announcement,
+        example(dir.path(), "announcement"),
+        "marketing",
+        json!({}),
+        None,
+    )
+    .await;
+    smtp.add_rule(Rule::reply(Command::DataEnd, 451, "4.7.1 greylisted").once());
+    let worker = app(tsettings(&db, Some(&smtp), dir.path(), &[]));
+    worker.drain().await.unwrap();
+    let first = stored(&db.pool, id).await;
+    assert_eq!(first.status, "queued", "{:?}", first.failure_reason);
+    assert!(first.html_content.contains("/t/c/"));
+    assert_eq!(first.metadata.as_ref().unwrap()["templateVersion"], 1);
+
+    // A new version meanwhile does not change what this email says.
+    edit(
+        dir.path().join("announcement/subject.txt"),
+        "{{ announcement.headline }}",
+        "New: {{ announcement.headline }}",
+    );
+    sync(&db, dir.path(), false).await;
+    sqlx::query("UPDATE email_queue SET scheduled_for = NULL WHERE email_id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    worker.drain().await.unwrap();
+    let second = stored(&db.pool, id).await;
+    assert_eq!(second.status, "sent");
+    assert_eq!(second.subject, first.subject);
+    assert_eq!(second.html_content, first.html_content);
+    let sent = smtp.messages();
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&sent.last().unwrap().data)
+        .unwrap();
+    let html = parsed.body_html(0).unwrap().replace("\r\n", "\n");
+    assert_eq!(html.trim(), first.html_content.trim());
+    assert_eq!(tokens(&html, 'o').len(), 1, "one open pixel, not two");
+}
