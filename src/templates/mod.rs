@@ -343,9 +343,9 @@ impl Templates {
     pub async fn render(&self, req: RenderRequest<'_>) -> Result<Rendered, RenderError> {
         let data = match req.data {
             None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => {
+            Some(v @ Value::Object(m)) => {
                 let limit = self.inner.settings.max_data_bytes;
-                if vars::exceeds_size(req.data.unwrap_or(&Value::Null), limit) {
+                if vars::exceeds_size(v, limit) {
                     return Err(RenderError::DataTooLarge { limit });
                 }
                 m.clone()
@@ -368,38 +368,24 @@ impl Templates {
             .zip(self.inner.tracker.clone())
             .filter(|(_, t)| t.tracks(req.email_type));
         let tracked = tracker.is_some();
-        let inner = self.inner.clone();
-        let recipient_email = req.recipient_email.to_string();
-        let recipient_name = req.recipient_name.map(str::to_string);
-        let job = compiled.clone();
-        let parts = tokio::task::spawn_blocking(move || {
-            let common = render::Common {
-                app_name: &inner.app.name,
-                app_base_url: &inner.app.base_url,
-                app_support_email: &inner.app.support_email,
-                recipient_email: &recipient_email,
-                recipient_name: recipient_name.as_deref(),
-                unsubscribe_url: &unsubscribe,
-                year: chrono::Utc::now().year(),
-            };
-            let mut parts = job.compiled.render(&data, &common)?;
-            if let Some((email_id, t)) = &tracker {
-                let unsub = (!unsubscribe.is_empty()).then_some(unsubscribe.as_str());
-                parts.html = t.inject(*email_id, &parts.html, unsub);
-            }
-            Ok::<_, render::RenderProblem>(parts)
-        })
-        .await
-        .map_err(|e| RenderError::Template {
+        let job = RenderJob {
+            inner: self.inner.clone(),
+            compiled: compiled.clone(),
+            data,
+            recipient_email: req.recipient_email.to_string(),
+            recipient_name: req.recipient_name.map(str::to_string),
+            unsubscribe,
+            tracker,
+        };
+        let failed = |problem: String| RenderError::Template {
             name: compiled.name.clone(),
             version: compiled.version,
-            problem: format!("rendering panicked: {e}"),
-        })?
-        .map_err(|p| RenderError::Template {
-            name: compiled.name.clone(),
-            version: compiled.version,
-            problem: p.to_string(),
-        })?;
+            problem,
+        };
+        let parts = tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|e| failed(format!("rendering panicked: {e}")))?
+            .map_err(|p| failed(p.to_string()))?;
         self.inner
             .caches
             .record_use(resolved.template_id, chrono::Utc::now().naive_utc());
@@ -504,6 +490,38 @@ impl Templates {
         if let Err(e) = self.flush_usage().await {
             warn!(error = %e, "writing template usage counts at shutdown failed");
         }
+    }
+}
+
+/// The CPU part of a render, run on the blocking pool: Tera, CSS inlining, tracking.
+struct RenderJob {
+    inner: Arc<Inner>,
+    compiled: Arc<CompiledTemplate>,
+    data: Map<String, Value>,
+    recipient_email: String,
+    recipient_name: Option<String>,
+    unsubscribe: String,
+    tracker: Option<(Uuid, Tracker)>,
+}
+
+impl RenderJob {
+    fn run(self) -> Result<Parts, render::RenderProblem> {
+        let app = &self.inner.app;
+        let common = render::Common {
+            app_name: &app.name,
+            app_base_url: &app.base_url,
+            app_support_email: &app.support_email,
+            recipient_email: &self.recipient_email,
+            recipient_name: self.recipient_name.as_deref(),
+            unsubscribe_url: &self.unsubscribe,
+            year: chrono::Utc::now().year(),
+        };
+        let mut parts = self.compiled.compiled.render(&self.data, &common)?;
+        if let Some((email_id, t)) = &self.tracker {
+            let unsubscribe = Some(self.unsubscribe.as_str()).filter(|u| !u.is_empty());
+            parts.html = t.inject(*email_id, &parts.html, unsubscribe);
+        }
+        Ok(parts)
     }
 }
 
