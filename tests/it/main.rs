@@ -11,3 +11,4 @@ mod delivery;
 mod foundation;
 mod jobs;
 mod ops;
+mod templates;
