@@ -168,7 +168,7 @@ impl App {
                 })
                 .await;
             // Claimed but never handed to SMTP: back to the queue now, not after the lease.
-            let unsent = buffer.take_all();
+            let unsent = buffer.take_all().await;
             match queue::release(&self.pool, &unsent).await {
                 Ok(n) if n > 0 => info!(released = n, "returned unsent claimed rows to the queue"),
                 Ok(_) => {}

@@ -701,3 +701,45 @@ async fn sigterm_finishes_in_flight_sends_and_leaves_nothing_sending() {
         "nothing lost"
     );
 }
+
+#[tokio::test]
+async fn a_claim_in_flight_at_shutdown_is_released_not_left_sending() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    // Every claimed row costs the claim statement 500 ms, so the stop lands mid-claim.
+    sqlx::raw_sql(
+        "CREATE FUNCTION slow_claim() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$;
+         CREATE TRIGGER slow_claim BEFORE UPDATE ON email_queue FOR EACH ROW
+             WHEN (OLD.status = 'queued' AND NEW.status = 'sending')
+             EXECUTE FUNCTION slow_claim();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let running = Running::start(settings(&db, Some(&smtp.url()), None, &[])).await;
+    let id = NewEmail::to("maya@example.com").insert(&db.pool).await;
+    let claim_running = || {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event = 'PgSleep'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+                > 0
+        }
+    };
+    assert!(eventually(Duration::from_secs(5), claim_running).await);
+    running.stop().await;
+    // The claim commits whatever the worker does; wait for it before looking.
+    assert!(eventually(Duration::from_secs(5), || async { !claim_running().await }).await);
+    let r = row(&db.pool, id).await;
+    assert_eq!(
+        r.status, "queued",
+        "a row claimed while stopping goes back at once, not after the lease"
+    );
+    assert_eq!(smtp.message_count(), 0);
+}
