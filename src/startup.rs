@@ -70,6 +70,7 @@ impl App {
                 soft_bounce_threshold: settings.bounce.soft_bounce_threshold,
                 public_url: settings.http.public_url.clone(),
                 rate_limit_per_sec: settings.worker.rate_limit_per_sec,
+                lease: settings.worker.lease(),
             },
         );
         Ok(App {

@@ -743,3 +743,51 @@ async fn a_claim_in_flight_at_shutdown_is_released_not_left_sending() {
     );
     assert_eq!(smtp.message_count(), 0);
 }
+
+#[tokio::test]
+async fn a_claimed_row_too_old_to_finish_within_its_lease_is_released_not_sent() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    // One send at a time, 0.4 s each: the tenth row of a batch would start its send 3.6 s
+    // after the claim, long after its 2 s lease, while the reaper hands it to a new claim.
+    smtp.add_rule(Rule::delay(Command::DataEnd, Duration::from_millis(400)));
+    for i in 0..10 {
+        NewEmail::to(&format!("slow{i}@example.com"))
+            .insert(&db.pool)
+            .await;
+    }
+    let running = Running::start(settings(
+        &db,
+        Some(&smtp.url()),
+        None,
+        &[
+            ("ADOPT__WORKER__CONCURRENCY", "1"),
+            ("ADOPT__WORKER__BATCH_SIZE", "10"),
+            ("ADOPT__SMTP__TIMEOUT_SECS", "1"),
+            ("ADOPT__WORKER__LEASE_SECS", "2"),
+        ],
+    ))
+    .await;
+    let pool = db.pool.clone();
+    let done = eventually(Duration::from_secs(30), || {
+        let pool = pool.clone();
+        async move { status_counts(&pool).await.get("sent") == Some(&10) }
+    })
+    .await;
+    running.stop().await;
+    assert!(done, "{:?}", status_counts(&db.pool).await);
+    let ids: Vec<String> = smtp
+        .messages()
+        .iter()
+        .map(|m| m.header("Message-ID").unwrap())
+        .collect();
+    let distinct: HashSet<&String> = ids.iter().collect();
+    assert_eq!((ids.len(), distinct.len()), (10, 10), "each row sent once");
+    let reclaimed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM email_queue WHERE current_retries > 0 OR failure_reason IS NOT NULL",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(reclaimed, 0, "no live send was taken back by the reaper");
+}
