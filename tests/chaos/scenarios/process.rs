@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::harness::Run;
 use crate::report::secs;
+use crate::smtp_server::{Command, Rule};
 
 const ROWS: usize = 10_000;
 
@@ -19,49 +20,75 @@ async fn control_no_faults() {
     run.finish(None).await.save_and_assert();
 }
 
-/// Twelve SIGKILLs spread over the drain, each process in turn, each restarted at once.
-/// A killed process's claimed rows stay `sending` until the 3 s lease runs out; the rows
-/// it had handed to SMTP may have been delivered already, so they may come twice.
+/// Twelve rounds of SIGKILL spread over the drain: eleven kill one process in turn, the
+/// last kills all three at once; each killed process is restarted at once (14 kills). A
+/// killed process's claimed rows stay `sending` until the 3 s lease runs out; the rows it
+/// had handed to SMTP may have been delivered already, so they may come twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "chaos suite: run with scripts/chaos"]
 async fn sigkill_workers_repeatedly() {
-    const KILLS: usize = 12;
+    const ROUNDS: usize = 12;
     let mut run = Run::start("sigkill", ROWS, 3).await;
-    for k in 0..KILLS {
-        if !run.progress_to(0.05 + 0.70 * k as f64 / KILLS as f64).await {
+    let mut kills = 0;
+    for k in 0..ROUNDS {
+        if !run
+            .progress_to(0.05 + 0.70 * k as f64 / ROUNDS as f64)
+            .await
+        {
             break;
         }
-        let victim = k % run.fleet.len();
+        let victims: Vec<usize> = if k + 1 == ROUNDS {
+            (0..run.fleet.len()).collect()
+        } else {
+            vec![k % run.fleet.len()]
+        };
         let at = Instant::now();
         let (at_db, mut in_flight) = run.sending().await;
-        run.fleet.kill(victim).await;
+        for &v in &victims {
+            run.fleet.kill(v).await;
+        }
+        kills += victims.len();
         // Rows claimed between the first snapshot and the kill.
         in_flight.extend(run.sending().await.1);
-        run.fleet.respawn(victim);
+        for &v in &victims {
+            run.fleet.respawn(v);
+        }
         run.fault(
-            format!("SIGKILL worker {victim}, restarted"),
+            format!("SIGKILL worker(s) {victims:?}, restarted"),
             at,
             Instant::now(),
             at_db,
             in_flight,
         );
     }
+    run.notes.push(format!("{kills} processes killed"));
     run.finish(None).await.save_and_assert();
 }
 
-/// SIGTERM mid-drain: first all three processes at once (each must exit 0 and leave
-/// nothing `sending`; every row the server accepted is recorded `sent`), then a rolling
-/// restart, one process at a time. A graceful stop finishes or releases every claimed
-/// row, so it explains no duplicate.
+/// SIGTERM mid-drain: first all three processes at once, while every send takes 200 ms so
+/// dozens are in flight (each process must exit 0 and leave nothing `sending`; every
+/// message the server accepted is recorded `sent`), then a rolling restart, one process at
+/// a time. A graceful stop finishes or releases every claimed row, so it explains no
+/// duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "chaos suite: run with scripts/chaos"]
 async fn sigterm_during_drain() {
     let mut run = Run::start("sigterm", ROWS, 3).await;
     let mut slowest = Duration::ZERO;
     if run.progress_to(0.2).await {
+        run.smtp
+            .add_rule(Rule::delay(Command::DataEnd, Duration::from_millis(200)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let at = Instant::now();
-        let (at_db, _) = run.sending().await;
+        let (at_db, sending) = run.sending().await;
+        let accepted = run.delivered();
         let exits = run.fleet.stop_all(Duration::from_secs(40)).await;
+        run.smtp.clear_rules();
+        run.notes.push(format!(
+            "{} rows sending at the SIGTERM to all, {} messages accepted during the grace period",
+            sending.len(),
+            run.delivered() - accepted
+        ));
         for (i, exit) in exits.iter().enumerate() {
             match exit {
                 Some((status, took)) if status.success() => slowest = slowest.max(*took),
