@@ -84,6 +84,7 @@ impl App {
                 soft_bounce_threshold: settings.bounce.soft_bounce_threshold,
                 public_url: settings.http.public_url.clone(),
                 rate_limit_per_sec: settings.worker.rate_limit_per_sec,
+                lease: settings.worker.lease(),
             },
             templates.clone(),
         );
@@ -215,7 +216,7 @@ impl App {
                 })
                 .await;
             // Claimed but never handed to SMTP: back to the queue now, not after the lease.
-            let unsent = buffer.take_all();
+            let unsent = buffer.take_all().await;
             match queue::release(&self.pool, &unsent).await {
                 Ok(n) if n > 0 => info!(released = n, "returned unsent claimed rows to the queue"),
                 Ok(_) => {}

@@ -121,10 +121,14 @@ pub async fn claim_due(pool: &PgPool, limit: u32) -> Result<Vec<ClaimedEmail>, s
             crate::preferences::RECIPIENT_JOIN,
         )
     });
+    let sent_at = std::time::Instant::now();
     let mut rows: Vec<ClaimedEmail> = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await?;
+    for row in &mut rows {
+        row.claim_sent_at = Some(sent_at);
+    }
     rows.sort_by(|a, b| {
         b.priority
             .cmp(&a.priority)

@@ -132,6 +132,10 @@ pub struct ClaimedEmail {
     /// The recipient's preferences, joined by the claim.
     #[sqlx(flatten)]
     pub recipient: crate::preferences::RecipientPrefs,
+    /// This process's clock when it sent the claim statement (never after the claim
+    /// itself): the row's lease runs from here. `None` for a row built by hand.
+    #[sqlx(skip)]
+    pub claim_sent_at: Option<std::time::Instant>,
 }
 
 impl ClaimedEmail {
