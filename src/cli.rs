@@ -159,7 +159,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bail!("job {name:?}: scheduled jobs are not available in this build yet")
         }
         Command::Templates { .. } => bail!("templates: not available in this build yet"),
-        Command::Tokens { .. } => bail!("tokens: not available in this build yet"),
+        Command::Tokens { command } => {
+            use crate::api::tokens;
+            let pool = db::connect(&settings.database).await?;
+            match command {
+                TokensCommand::Create { name, scopes } => {
+                    let scopes = tokens::parse_scopes(&scopes)?;
+                    let secret = tokens::create(&pool, &name, &scopes).await?;
+                    print!("{}", tokens::created_report(&name, &scopes, &secret));
+                }
+                TokensCommand::List => {
+                    print!("{}", tokens::list_report(&tokens::list(&pool).await?))
+                }
+                TokensCommand::Revoke { name } => {
+                    tokens::revoke(&pool, &name).await?;
+                    println!("revoked token {name:?}; requests with it now get 401");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::SendTest(_) => bail!("send-test: not available in this build yet"),
     }
 }

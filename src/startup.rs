@@ -15,8 +15,8 @@ use crate::config::Settings;
 use crate::db::{self, DbError};
 use crate::delivery::transport::{Transport, TransportError};
 use crate::delivery::{Deliverer, DeliveryPolicy, Tally};
-use crate::queue;
 use crate::worker::{self, ClaimBuffer, ClaimSettings, EmailWorker, Wakeups};
+use crate::{api, queue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -116,9 +116,9 @@ impl App {
         info!(transport = %self.deliverer.transport().describe(), "adopt-worker starting");
 
         let api = match (parts.api, listener) {
-            (true, Some(listener)) => Some(tokio::spawn(serve_http(
+            (true, Some(listener)) => Some(tokio::spawn(api::serve(
                 listener,
-                self.pool.clone(),
+                api::ApiState::new(&self.settings, self.pool.clone(), stop_rx.clone()),
                 wait_for(stop_rx.clone()),
             ))),
             _ => None,
@@ -217,24 +217,6 @@ async fn reap_leases(
             ),
             Err(e) => warn!(error = %e, "lease reaper failed; will retry"),
         }
-    }
-}
-
-async fn serve_http(
-    listener: TcpListener,
-    pool: PgPool,
-    stop: impl Future<Output = ()> + Send + 'static,
-) {
-    use axum::Router;
-    use axum::routing::get;
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(pool);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        error!(error = %e, "HTTP server failed");
     }
 }
 

@@ -4,6 +4,8 @@
 
 mod enqueue;
 mod model;
+mod read;
+pub mod tracking;
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -15,6 +17,9 @@ use uuid::Uuid;
 
 pub use enqueue::{NewEmail, enqueue};
 pub use model::{ClaimedEmail, EmailPriority, EmailStatus, EmailType};
+pub use read::{
+    EmailRecord, ListAfter, ListFilter, RetryResult, find_email, list_emails, retry_failed,
+};
 
 /// `scheduled_for` of rows held for a digest: never due on its own. A far-future date
 /// rather than `'infinity'`, which many clients (sqlx/chrono among them) cannot decode.

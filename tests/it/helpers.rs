@@ -47,15 +47,28 @@ impl TestDb {
         let mut admin = PgConnection::connect(&format!("{server}/postgres"))
             .await
             .expect("connect to test PostgreSQL");
-        ensure_template(&mut admin, &server).await;
         let name = format!("adopt_test_{}", Uuid::new_v4().simple());
-        admin
-            .execute(sqlx::AssertSqlSafe(format!(
-                r#"CREATE DATABASE "{name}" TEMPLATE "{}""#,
-                template_name()
-            )))
-            .await
-            .expect("create test database");
+        // Test runs of other branches (other migration sets) on the same server drop
+        // templates they do not know; if ours vanished between the check and the copy,
+        // build it again.
+        let mut tries = 0;
+        loop {
+            ensure_template(&mut admin, &server).await;
+            let created = admin
+                .execute(sqlx::AssertSqlSafe(format!(
+                    r#"CREATE DATABASE "{name}" TEMPLATE "{}""#,
+                    template_name()
+                )))
+                .await;
+            match created {
+                Ok(_) => break,
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    eprintln!("creating the test database failed ({e}); retrying");
+                }
+                Err(e) => panic!("create test database: {e}"),
+            }
+        }
         admin.close().await.ok();
         let url = format!("{server}/{name}");
         let pool = PgPoolOptions::new()
@@ -340,18 +353,28 @@ pub struct Running {
 
 impl Running {
     pub async fn start(settings: Settings) -> Running {
+        Running::start_parts(settings, adopt_worker::startup::Parts::default()).await
+    }
+
+    /// The HTTP API alone (no workers): tests then deliver deterministically with `drain`.
+    #[allow(dead_code)]
+    pub async fn start_api_only(settings: Settings) -> Running {
+        let parts = adopt_worker::startup::Parts {
+            workers: false,
+            api: true,
+        };
+        Running::start_parts(settings, parts).await
+    }
+
+    async fn start_parts(settings: Settings, parts: adopt_worker::startup::Parts) -> Running {
         let app = app(settings);
         let listener = app.bind().await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            app.run_until_stopped(
-                Some(listener),
-                adopt_worker::startup::Parts::default(),
-                async move {
-                    let _ = rx.await;
-                },
-            )
+            app.run_until_stopped(Some(listener), parts, async move {
+                let _ = rx.await;
+            })
             .await
             .unwrap();
         });
