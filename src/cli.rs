@@ -154,9 +154,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Jobs {
-            command: JobsCommand::Run { name, .. },
+            command: JobsCommand::Run { name, now },
         } => {
-            bail!("job {name:?}: scheduled jobs are not available in this build yet")
+            let job: crate::jobs::JobName = name.parse()?;
+            let now = match now {
+                Some(text) => crate::jobs::parse_now(&text)?,
+                None => chrono::Utc::now(),
+            };
+            let pool = db::connect(&settings.database).await?;
+            let report = crate::jobs::Jobs::new(pool, &settings)
+                .run_once(job, now)
+                .await
+                .with_context(|| format!("job {job} could not be run"))?;
+            println!("jobs run: {report}");
+            Ok(match report.outcome {
+                crate::jobs::RunOutcome::Failed => ExitCode::FAILURE,
+                _ => ExitCode::SUCCESS,
+            })
         }
         Command::Templates { .. } => bail!("templates: not available in this build yet"),
         Command::Tokens { command } => {

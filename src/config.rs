@@ -37,6 +37,8 @@ pub struct Settings {
     pub http: HttpSettings,
     pub log: LogSettings,
     pub auth: AuthSettings,
+    pub jobs: crate::jobs::JobSettings,
+    pub metrics: MetricsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +181,19 @@ impl std::fmt::Debug for AuthSettings {
     }
 }
 
+/// `/metrics`: how often the database-backed gauges are sampled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    pub sample_interval_secs: u64,
+}
+
+impl MetricsSettings {
+    pub fn sample_interval(&self) -> Duration {
+        Duration::from_secs(self.sample_interval_secs)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -254,6 +269,9 @@ impl Settings {
         if self.smtp.pool_size == 0 {
             return invalid("smtp.pool_size must be at least 1".into());
         }
+        if self.metrics.sample_interval_secs == 0 {
+            return invalid("metrics.sample_interval_secs must be at least 1".into());
+        }
         if self.bounce.soft_bounce_threshold < 1 {
             return invalid("bounce.soft_bounce_threshold must be at least 1".into());
         }
@@ -277,6 +295,9 @@ impl Settings {
                     .into(),
             );
         }
+        self.jobs
+            .validate(self.worker.lease())
+            .map_err(ConfigError::Invalid)?;
         if url::Url::parse(&self.app.base_url).is_err() {
             return invalid(format!(
                 "app.base_url is not a URL: {:?}",

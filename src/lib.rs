@@ -6,6 +6,8 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod delivery;
+pub mod jobs;
+pub mod metrics;
 pub mod preferences;
 pub mod queue;
 pub mod startup;

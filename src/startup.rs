@@ -1,9 +1,9 @@
 //! Wires the application together: pool, transport, deliverer, the apalis Monitor with the
-//! email worker, the lease reaper and the HTTP server; runs until told to stop.
+//! email worker and the scheduled jobs (the lease reaper among them), and the HTTP server;
+//! runs until told to stop.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use apalis::prelude::Monitor;
 use sqlx::PgPool;
@@ -15,6 +15,8 @@ use crate::config::Settings;
 use crate::db::{self, DbError};
 use crate::delivery::transport::{Transport, TransportError};
 use crate::delivery::{Deliverer, DeliveryPolicy, Tally};
+use crate::jobs::{self, Jobs};
+use crate::metrics::{self, MetricsError};
 use crate::worker::{self, ClaimBuffer, ClaimSettings, EmailWorker, Wakeups};
 use crate::{api, queue};
 
@@ -33,6 +35,8 @@ pub enum StartupError {
     Monitor(String),
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// Which parts `run` starts (API and workers can scale separately).
@@ -109,28 +113,51 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        // HTTP outlives the workers' drain, so /readyz can say "shutting_down" and /metrics
+        // stays scrapable while in-flight sends finish.
+        let (workers_done, http_stop) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
         info!(transport = %self.deliverer.transport().describe(), "adopt-worker starting");
 
+        let prometheus = metrics::install()?;
+        let smtp = &self.settings.smtp;
+        metrics::smtp_pool_size(if smtp.url.trim().is_empty() {
+            0
+        } else {
+            smtp.pool_size
+        });
+        // Gauges are only worth sampling where /metrics is served.
+        let sampler = parts.api.then(|| {
+            tokio::spawn(metrics::run_sampler(
+                self.pool.clone(),
+                prometheus.clone(),
+                self.settings.metrics.sample_interval(),
+                stop_rx.clone(),
+            ))
+        });
+
         let api = match (parts.api, listener) {
-            (true, Some(listener)) => Some(tokio::spawn(api::serve(
-                listener,
-                api::ApiState::new(&self.settings, self.pool.clone(), stop_rx.clone()),
-                wait_for(stop_rx.clone()),
-            ))),
+            (true, Some(listener)) => {
+                let state = api::ApiState::new(
+                    &self.settings,
+                    self.pool.clone(),
+                    stop_rx.clone(),
+                    prometheus,
+                );
+                Some(tokio::spawn(api::serve(
+                    listener,
+                    state,
+                    wait_for(http_stop),
+                )))
+            }
             _ => None,
         };
 
+        let mut monitor_failure = None;
         if parts.workers {
-            let reaper = tokio::spawn(reap_leases(
-                self.pool.clone(),
-                self.settings.worker.lease(),
-                self.settings.retry.default_max_retries,
-                stop_rx.clone(),
-            ));
             let buffer = ClaimBuffer::default();
             let w = &self.settings.worker;
             let name = format!(
@@ -160,6 +187,7 @@ impl App {
                     })
                     .shutdown_timeout(w.shutdown_grace()),
             );
+            let monitor = jobs::register(monitor, &Jobs::new(self.pool.clone(), &self.settings));
             let stop = stop_rx.clone();
             let result = monitor
                 .run_with_signal(async move {
@@ -176,15 +204,19 @@ impl App {
                     warn!(error = %e, "could not release claimed rows; the lease reaper will")
                 }
             }
-            reaper.abort();
-            if let Err(e) = result {
-                return Err(StartupError::Monitor(e.to_string()));
-            }
+            monitor_failure = result.err().map(|e| StartupError::Monitor(e.to_string()));
         } else {
             wait_for(stop_rx.clone()).await;
         }
+        let _ = workers_done.send(true);
         if let Some(api) = api {
             let _ = api.await;
+        }
+        if let Some(sampler) = sampler {
+            sampler.abort();
+        }
+        if let Some(failure) = monitor_failure {
+            return Err(failure);
         }
         info!("adopt-worker stopped");
         Ok(())
@@ -193,31 +225,6 @@ impl App {
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// Takes back rows whose worker died mid-send. Runs in every process; the UPDATE is
-/// idempotent, so concurrent reapers are harmless.
-async fn reap_leases(
-    pool: PgPool,
-    lease: Duration,
-    default_max_retries: i32,
-    stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval((lease / 3).max(Duration::from_secs(1)));
-    loop {
-        tick.tick().await;
-        if *stop.borrow() {
-            return;
-        }
-        match queue::reclaim_expired(&pool, lease, default_max_retries).await {
-            Ok(0) => {}
-            Ok(n) => warn!(
-                reclaimed = n,
-                "took back rows whose worker stopped mid-send"
-            ),
-            Err(e) => warn!(error = %e, "lease reaper failed; will retry"),
-        }
-    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,5 +1,7 @@
 //! Logging: human-readable by default, JSON on demand; `RUST_LOG` wins over the config.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
@@ -13,6 +15,7 @@ pub fn init(settings: &LogSettings) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_span_events(FmtSpan::NONE);
     let _ = match settings.format {
         LogFormat::Human => builder.try_init(),

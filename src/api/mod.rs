@@ -23,8 +23,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
+use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -57,6 +58,7 @@ pub struct ApiState(Arc<Inner>);
 
 struct Inner {
     pool: PgPool,
+    prometheus: PrometheusHandle,
     settings: Settings,
     stopping: watch::Receiver<bool>,
     jwt: Option<JwtVerifier>,
@@ -67,12 +69,19 @@ struct Inner {
 }
 
 impl ApiState {
-    /// `stopping` turns true when the process begins to shut down (readiness then fails).
-    pub fn new(settings: &Settings, pool: PgPool, stopping: watch::Receiver<bool>) -> ApiState {
+    /// `stopping` turns true when the process begins to shut down (readiness then fails);
+    /// `prometheus` renders `/metrics`.
+    pub fn new(
+        settings: &Settings,
+        pool: PgPool,
+        stopping: watch::Receiver<bool>,
+        prometheus: PrometheusHandle,
+    ) -> ApiState {
         let per_minute =
             NonZeroU32::new(settings.auth.test_sends_per_minute).unwrap_or(NonZeroU32::MIN);
         ApiState(Arc::new(Inner {
             pool,
+            prometheus,
             jwt: JwtVerifier::from_settings(&settings.auth),
             settings: settings.clone(),
             stopping,
@@ -83,6 +92,10 @@ impl ApiState {
 
     pub fn pool(&self) -> &PgPool {
         &self.0.pool
+    }
+
+    pub fn prometheus(&self) -> &PrometheusHandle {
+        &self.0.prometheus
     }
 
     pub fn settings(&self) -> &Settings {
@@ -167,6 +180,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
         .routes(routes!(health::openapi_json))
         .routes(routes!(emails::enqueue_one, emails::list_emails))
         .routes(routes!(emails::enqueue_batch).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)))
@@ -183,7 +197,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole HTTP application: routes, JSON 404/405/413/timeout errors, body limits, a
 /// per-request timeout, request ids (`x-request-id`, generated when absent, echoed back and
-/// recorded on the request's log span).
+/// recorded on the request's log span), and HTTP metrics per route pattern.
 pub fn router(state: ApiState) -> Router {
     let (router, _) = routes().split_for_parts();
     router
@@ -195,6 +209,7 @@ pub fn router(state: ApiState) -> Router {
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(request_span))
                 .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(axum::middleware::from_fn(crate::metrics::track_http))
                 .layer(axum::middleware::map_response(error::json_errors))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -203,19 +218,15 @@ pub fn router(state: ApiState) -> Router {
         )
 }
 
-/// The log span of a request. The route pattern, not the path: paths carry unsubscribe and
-/// tracking tokens, which do not belong in logs.
+/// The outer log span of a request: its id. (`metrics::track_http` adds the route pattern,
+/// never the path: paths carry unsubscribe and tracking tokens, which do not belong in logs.)
 fn request_span(req: &Request) -> tracing::Span {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("<unmatched>", MatchedPath::as_str);
     let request_id = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    info_span!("http", method = %req.method(), route, request_id)
+    info_span!("request", request_id)
 }
 
 async fn fallback() -> ApiError {

@@ -9,14 +9,17 @@ pub mod transport;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::json;
 use sqlx::PgPool;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::preferences::{self, BounceKind, Unsubscribe, Verdict};
+use crate::metrics::{
+    self, BounceKind as MetricBounce, Outcome as MetricOutcome, SendClass, SuppressionReason,
+};
+use crate::preferences::{self, BounceKind, OptOut, Unsubscribe, Verdict};
 use crate::queue::{self, ClaimedEmail, EmailStatus, Recorded, RenderedContent};
 use classify::{FailureClass, SendFailure};
 use message::{Content, ListUnsubscribe};
@@ -87,8 +90,13 @@ impl Deliverer {
     pub async fn deliver(&self, email: ClaimedEmail) -> Recorded {
         let span = info_span!("deliver", email_id = %email.email_id, attempt = email.retries() + 1);
         async {
+            let _in_flight = metrics::in_flight_guard();
             let (outcome, rendered) = self.attempt(&email).await;
-            self.record(&email, &outcome, rendered.as_ref()).await
+            let recorded = self.record(&email, &outcome, rendered.as_ref()).await;
+            if let Recorded::Written(status) = recorded {
+                observe(&email, &outcome, status);
+            }
+            recorded
         }
         .instrument(span)
         .await
@@ -100,8 +108,18 @@ impl Deliverer {
                 format,
                 unsubscribe,
             } => (format, unsubscribe),
-            Verdict::Suppressed(reason) => return (Outcome::Failed { reason }, None),
-            Verdict::OptedOut(reason) => return (Outcome::Unsubscribed { reason }, None),
+            Verdict::Suppressed(reason) => {
+                metrics::suppressed(SuppressionReason::Blacklisted);
+                return (Outcome::Failed { reason }, None);
+            }
+            Verdict::OptedOut(why, reason) => {
+                metrics::suppressed(match why {
+                    OptOut::Unsubscribed => SuppressionReason::Unsubscribed,
+                    OptOut::Category => SuppressionReason::Category,
+                    OptOut::Never => SuppressionReason::Never,
+                });
+                return (Outcome::Unsubscribed { reason }, None);
+            }
             Verdict::HoldForDigest => return (Outcome::HeldForDigest, None),
         };
         let unsubscribe = match self.unsubscribe_link(email, unsubscribe).await {
@@ -116,6 +134,7 @@ impl Deliverer {
         let msg = match message::build(email, &content, format, unsubscribe.as_ref()) {
             Ok(m) => m,
             Err(e) => {
+                metrics::send_attempt(SendClass::Invalid, Duration::ZERO);
                 return (
                     Outcome::Failed {
                         reason: e.to_string(),
@@ -128,9 +147,16 @@ impl Deliverer {
             limiter.until_ready().await;
         }
         let message_id = message::message_id(email);
+        let started = Instant::now();
         let outcome = match self.transport.send(email.email_id, &msg, &message_id).await {
-            Ok(accepted) => Outcome::Sent(accepted),
-            Err(failure) => self.classify(email, failure),
+            Ok(accepted) => {
+                metrics::send_attempt(SendClass::Accepted, started.elapsed());
+                Outcome::Sent(accepted)
+            }
+            Err(failure) => {
+                metrics::send_attempt(SendClass::of_failure(&failure), started.elapsed());
+                self.classify(email, failure)
+            }
         };
         (outcome, None)
     }
@@ -290,6 +316,37 @@ impl Deliverer {
             );
         }
         Ok(())
+    }
+}
+
+/// Metrics and the one log line per attempt (sent rows at debug: they are the bulk).
+fn observe(email: &ClaimedEmail, outcome: &Outcome, status: EmailStatus) {
+    if let Some(o) = MetricOutcome::from_status(status) {
+        metrics::email_finished(email.email_type, email.priority, o);
+    }
+    match outcome {
+        Outcome::Sent(_) => {
+            metrics::enqueue_to_sent(email.priority, email.created_at);
+            debug!(status = status.as_str(), "attempt recorded");
+        }
+        Outcome::Retry { failure, delay } => {
+            if status == EmailStatus::Queued {
+                metrics::retry_scheduled();
+            }
+            if failure.is_soft_bounce() {
+                metrics::bounce(MetricBounce::Soft);
+            }
+            info!(status = status.as_str(), retry_in = ?delay, reason = %failure.reason, "attempt recorded");
+        }
+        Outcome::Bounced(failure) => {
+            metrics::bounce(MetricBounce::Hard);
+            warn!(status = status.as_str(), reason = %failure.reason, "attempt recorded");
+        }
+        Outcome::Failed { reason } => warn!(status = status.as_str(), %reason, "attempt recorded"),
+        Outcome::Unsubscribed { reason } => {
+            info!(status = status.as_str(), %reason, "attempt recorded")
+        }
+        Outcome::HeldForDigest => debug!(status = status.as_str(), "held for the digest"),
     }
 }
 

@@ -67,9 +67,20 @@ pub enum Verdict {
     /// Blacklisted: the row ends `failed` with a reason starting `suppressed`.
     Suppressed(String),
     /// Opted out: the row ends `unsubscribed`.
-    OptedOut(String),
+    OptedOut(OptOut, String),
     /// A notification for a user on a digest schedule: kept for the digest job.
     HoldForDigest,
+}
+
+/// Which preference opted the recipient out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptOut {
+    /// `is_email_enabled = false` or `global_unsubscribe`.
+    Unsubscribed,
+    /// The email's category is disabled in the `preferences` array.
+    Category,
+    /// `digest_frequency = 'never'` (notification email).
+    Never,
 }
 
 /// Where an unsubscribe link points: the user's token and, for a per-category link, the
@@ -136,10 +147,14 @@ pub fn decide(email: &ClaimedEmail) -> Verdict {
         };
     }
     if p.is_email_enabled == Some(false) {
-        return Verdict::OptedOut("recipient has email disabled (is_email_enabled = false)".into());
+        return Verdict::OptedOut(
+            OptOut::Unsubscribed,
+            "recipient has email disabled (is_email_enabled = false)".into(),
+        );
     }
     if p.global_unsubscribe == Some(true) {
         return Verdict::OptedOut(
+            OptOut::Unsubscribed,
             "recipient unsubscribed from all optional email (global_unsubscribe)".into(),
         );
     }
@@ -147,12 +162,16 @@ pub fn decide(email: &ClaimedEmail) -> Verdict {
     if let Some(c) = &category
         && category_disabled(p.category_prefs.as_ref(), c)
     {
-        return Verdict::OptedOut(format!("recipient opted out of {c:?} email"));
+        return Verdict::OptedOut(
+            OptOut::Category,
+            format!("recipient opted out of {c:?} email"),
+        );
     }
     if email.email_type == EmailType::Notification && !is_digest(email) {
         match p.digest_frequency.as_deref() {
             Some("never") => {
                 return Verdict::OptedOut(
+                    OptOut::Never,
                     "recipient receives no notification email (digest_frequency = never)".into(),
                 );
             }

@@ -3,6 +3,7 @@
 //! fenced on the claim (`status = 'sending' AND last_attempt_at = claimed_at`).
 
 mod enqueue;
+mod held;
 mod model;
 mod read;
 pub mod tracking;
@@ -16,6 +17,10 @@ use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 pub use enqueue::{NewEmail, enqueue};
+pub use held::{
+    HeldEmail, held_for_user, mark_sent_via_digest, release_held_for_immediate,
+    unsubscribe_held_for_never,
+};
 pub use model::{ClaimedEmail, EmailPriority, EmailStatus, EmailType};
 pub use read::{
     EmailRecord, ListAfter, ListFilter, RetryResult, find_email, list_emails, retry_failed,
@@ -336,6 +341,23 @@ pub async fn reclaim_expired(
     lease: Duration,
     default_max_retries: i32,
 ) -> Result<u64, sqlx::Error> {
+    reclaim_expired_at(
+        pool,
+        chrono::Utc::now().naive_utc(),
+        lease,
+        default_max_retries,
+    )
+    .await
+}
+
+/// [`reclaim_expired`] with "now" given (UTC): rows whose claim is older than `now - lease`.
+/// Reclaimed rows are due at once (the database's clock), whatever `now` says.
+pub async fn reclaim_expired_at(
+    pool: &PgPool,
+    now: NaiveDateTime,
+    lease: Duration,
+    default_max_retries: i32,
+) -> Result<u64, sqlx::Error> {
     let reason = format!(
         "worker lease expired after {}s in 'sending' (worker stopped mid-send); the message may have been delivered",
         lease.as_secs()
@@ -351,11 +373,12 @@ pub async fn reclaim_expired(
             failure_reason = $3,
             updated_at = now() AT TIME ZONE 'UTC'
          WHERE status = 'sending'
-           AND last_attempt_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => $1)",
+           AND last_attempt_at < $4 - make_interval(secs => $1)",
     )
     .bind(lease.as_secs_f64())
     .bind(default_max_retries)
     .bind(reason)
+    .bind(now)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())

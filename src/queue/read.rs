@@ -94,7 +94,12 @@ pub async fn list_emails(
     let rows: Vec<ListedRow> = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
         .bind(filter.status)
         .bind(&filter.to)
-        .bind(filter.after.as_ref().map_or("infinity", |a| a.created_at.as_str()))
+        .bind(
+            filter
+                .after
+                .as_ref()
+                .map_or("infinity", |a| a.created_at.as_str()),
+        )
         .bind(filter.after.as_ref().map_or(Uuid::max(), |a| a.email_id))
         .bind(filter.limit)
         .fetch_all(pool)

@@ -10,3 +10,5 @@ mod api;
 mod cli;
 mod delivery;
 mod foundation;
+mod jobs;
+mod ops;

@@ -1,0 +1,129 @@
+//! The label values of the catalogue: small closed sets, so no call site can mint a series.
+
+use crate::delivery::classify::{FailureClass, SendFailure};
+use crate::queue::EmailStatus;
+
+/// A closed set of label values, with every member listed (for pre-registration).
+macro_rules! label_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $value:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),+ }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $value),+ }
+            }
+        }
+    };
+}
+
+label_enum!(
+    /// How an attempt ended, as written to the row (`status` of [`super::EMAILS_FINISHED`]).
+    Outcome {
+        Sent => "sent",
+        Failed => "failed",
+        Bounced => "bounced",
+        Unsubscribed => "unsubscribed",
+        RetryScheduled => "retry_scheduled",
+    }
+);
+
+impl Outcome {
+    /// The outcome for the status a transition wrote: `queued` after an attempt means a
+    /// retry was scheduled. `None` for statuses an attempt never writes.
+    pub fn from_status(status: EmailStatus) -> Option<Outcome> {
+        match status {
+            EmailStatus::Sent => Some(Outcome::Sent),
+            EmailStatus::Failed => Some(Outcome::Failed),
+            EmailStatus::Bounced => Some(Outcome::Bounced),
+            EmailStatus::Unsubscribed => Some(Outcome::Unsubscribed),
+            EmailStatus::Queued => Some(Outcome::RetryScheduled),
+            EmailStatus::Sending
+            | EmailStatus::Delivered
+            | EmailStatus::Opened
+            | EmailStatus::Clicked => None,
+        }
+    }
+}
+
+label_enum!(
+    /// What the server said to one attempt (`class` of [`super::SEND_ATTEMPTS`]).
+    SendClass {
+        Accepted => "2xx",
+        Transient => "4xx",
+        Permanent => "5xx",
+        Connection => "connection",
+        Timeout => "timeout",
+        Invalid => "invalid",
+    }
+);
+
+impl SendClass {
+    /// The class of a failed attempt: the reply code when the server answered, else
+    /// timeout or connection trouble; a permanent failure without a reply is a message
+    /// that could not be sent at all (bad address, unsupported encoding).
+    pub fn of_failure(failure: &SendFailure) -> SendClass {
+        if let Some(reply) = &failure.reply {
+            return match reply.code / 100 {
+                2 => SendClass::Accepted,
+                4 => SendClass::Transient,
+                5 => SendClass::Permanent,
+                _ => SendClass::Connection,
+            };
+        }
+        match failure.class {
+            FailureClass::Permanent | FailureClass::HardBounce => SendClass::Invalid,
+            FailureClass::Transient { .. } if failure.reason.starts_with("timed out") => {
+                SendClass::Timeout
+            }
+            FailureClass::Transient { .. } => SendClass::Connection,
+        }
+    }
+}
+
+label_enum!(
+    /// `kind` of [`super::BOUNCES`].
+    BounceKind { Hard => "hard", Soft => "soft" }
+);
+
+label_enum!(
+    /// `reason` of [`super::SUPPRESSIONS`].
+    SuppressionReason {
+        Blacklisted => "blacklisted",
+        Unsubscribed => "unsubscribed",
+        Category => "category",
+        Never => "never",
+    }
+);
+
+label_enum!(
+    /// `job` of the job metrics; the names are the CLI's (`adopt-worker jobs run <name>`).
+    Job {
+        Digest => "digest",
+        ExpireApplications => "expire-applications",
+        ExpireModeration => "expire-moderation",
+        AuditPartitions => "audit-partitions",
+        Reclaim => "reclaim",
+    }
+);
+
+label_enum!(
+    /// `outcome` of [`super::JOB_RUNS`]; the same words as `worker_job_runs.outcome`.
+    JobOutcome { Succeeded => "succeeded", Failed => "failed", Skipped => "skipped" }
+);
+
+label_enum!(
+    /// `event` of [`super::TRACKING_EVENTS`].
+    TrackingEvent { Open => "open", Click => "click" }
+);
+
+label_enum!(
+    /// `via` of [`super::UNSUBSCRIBES`].
+    UnsubscribeVia { Page => "page", OneClick => "one_click" }
+);
+
+label_enum!(
+    /// `state` of [`super::QUEUE_DEPTH`].
+    QueueState { Due => "due", Scheduled => "scheduled", Sending => "sending" }
+);

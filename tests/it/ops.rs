@@ -1,0 +1,693 @@
+//! Operating it: `/metrics` through promtool, `/readyz`, the queue sampler, the Grafana
+//! dashboard, the alert rules, the operator docs and the logs, checked against the code.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use adopt_worker::api::{self, ApiState};
+use adopt_worker::metrics::{self, CATALOGUE, Kind};
+use adopt_worker::startup::Parts;
+use tokio::sync::{oneshot, watch};
+
+use crate::helpers::*;
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// `promtool` when installed (`scripts/install-deps --promtool`), else `None` with a note.
+fn promtool() -> Option<&'static str> {
+    let found = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!(
+            "SKIPPED promtool checks: promtool is not installed (scripts/install-deps --promtool installs it; scripts/test does)"
+        );
+    }
+    found.then_some("promtool")
+}
+
+/// Runs `promtool <args>` with `stdin`, failing the test with its output on a complaint.
+fn promtool_check(args: &[&str], stdin: &str) {
+    let Some(bin) = promtool() else { return };
+    let mut child = std::process::Command::new(bin)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?} failed:\n{said}");
+    // `check metrics` prints lint problems but may still exit 0 for some of them.
+    assert!(
+        !said.contains(" should ") && !said.contains("error"),
+        "promtool {args:?} complained:\n{said}"
+    );
+}
+
+/// Every `adopt_worker_...` name in `text`.
+fn metric_names_in(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("adopt_worker_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Names in `used` that no catalogued metric exports.
+fn unexported(used: &BTreeSet<String>) -> Vec<String> {
+    used.difference(&exported_names()).cloned().collect()
+}
+
+/// Names a query may use: the catalogue, plus `_bucket/_sum/_count` of its histograms.
+fn exported_names() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for def in CATALOGUE {
+        names.insert(def.name.to_string());
+        if def.kind == Kind::Histogram {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{}{suffix}", def.name));
+            }
+        }
+    }
+    names
+}
+
+/// The value of the sample line `series` (name with its labels, as rendered), if present.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+struct Running {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn start(db: &TestDb, smtp: &TestSmtp, parts: Parts) -> Running {
+        let settings = settings(
+            db,
+            Some(&smtp.url()),
+            None,
+            &[("ADOPT__METRICS__SAMPLE_INTERVAL_SECS", "1")],
+        );
+        let app = app(settings);
+        let listener = app.bind().await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app.run_until_stopped(Some(listener), parts, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Running {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends the shutdown signal without waiting for the app to stop.
+    fn signal_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    async fn stop(mut self) {
+        self.signal_stop();
+        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
+            .await
+            .expect("app stops within 20 s")
+            .unwrap();
+    }
+}
+
+async fn wait_until_nothing_is_due(db: &TestDb) {
+    for _ in 0..200 {
+        let counts = status_counts(&db.pool).await;
+        if !counts.contains_key("sending") && !counts.contains_key("queued") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("queue did not settle: {:?}", status_counts(&db.pool).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_passes_promtool_and_exports_the_whole_catalogue() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    smtp.add_rule(Rule::reply(Command::Rcpt, 550, "5.1.1 user unknown").matching("nobody@"));
+    for to in [
+        "maya@example.com",
+        "sam@example.com",
+        "nobody@example.com",
+        "not an address",
+    ] {
+        NewEmail::to(to).insert(&db.pool).await;
+    }
+    let app = Running::start(&db, &smtp, Parts::default()).await;
+    wait_until_nothing_is_due(&db).await;
+
+    let http = reqwest::Client::new();
+    let health = http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let missing = http.get(app.url("/no/such/route")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let ready = http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "ready", "{body}");
+
+    // The sampler runs every second; wait for one sample after the queue settled.
+    let mut text = String::new();
+    for _ in 0..50 {
+        let resp = http.get(app.url("/metrics")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(content_type.starts_with("text/plain"), "{content_type}");
+        text = resp.text().await.unwrap();
+        if sample(
+            &text,
+            r#"adopt_worker_queue_depth{state="due",priority="normal"}"#,
+        )
+        .is_some()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await;
+
+    promtool_check(&["check", "metrics"], &text);
+    for def in CATALOGUE {
+        assert!(
+            text.contains(&format!("# TYPE {} {}", def.name, def.kind.as_str())),
+            "{} missing from /metrics",
+            def.name
+        );
+    }
+    let at_least_one = |series: &str| {
+        let v = sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        assert!(v >= 1.0, "{series} = {v}");
+    };
+    at_least_one(r#"adopt_worker_http_requests_total{route="/healthz",method="GET",status="200"}"#);
+    at_least_one(
+        r#"adopt_worker_http_requests_total{route="unmatched",method="GET",status="404"}"#,
+    );
+    at_least_one(
+        r#"adopt_worker_http_request_duration_seconds_count{route="/readyz",method="GET"}"#,
+    );
+    at_least_one(r#"adopt_worker_job_runs_total{job="reclaim",outcome="succeeded"}"#);
+    at_least_one(r#"adopt_worker_build_info{version="0.1.0"}"#);
+    assert_eq!(
+        sample(&text, "adopt_worker_smtp_pool_max_connections"),
+        Some(8.0)
+    );
+    assert_eq!(
+        sample(&text, "adopt_worker_db_pool_max_connections"),
+        Some(10.0)
+    );
+    let counts = status_counts(&db.pool).await;
+    let expected = [("bounced", 1), ("failed", 1), ("sent", 2)];
+    assert_eq!(
+        counts,
+        expected.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        "{counts:?}"
+    );
+}
+
+#[tokio::test]
+async fn queue_sample_counts_due_scheduled_and_sending_rows_by_priority() {
+    let db = TestDb::new().await;
+    let old = NewEmail::to("a@example.com").insert(&db.pool).await;
+    NewEmail::to("b@example.com").insert(&db.pool).await;
+    let mut urgent = NewEmail::to("c@example.com");
+    urgent.priority = "urgent";
+    let later = urgent.insert(&db.pool).await;
+    let mut high = NewEmail::to("d@example.com");
+    high.priority = "high";
+    let sending = high.insert(&db.pool).await;
+    let done = NewEmail::to("e@example.com").insert(&db.pool).await;
+    sqlx::query("UPDATE email_queue SET created_at = created_at - interval '90 seconds' WHERE email_id = $1")
+        .bind(old).execute(&db.pool).await.unwrap();
+    sqlx::query(
+        "UPDATE email_queue SET scheduled_for = now() + interval '1 hour' WHERE email_id = $1",
+    )
+    .bind(later)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE email_queue SET status = 'sending', last_attempt_at = now() WHERE email_id = $1",
+    )
+    .bind(sending)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE email_queue SET status = 'sent', sent_at = now() WHERE email_id = $1")
+        .bind(done)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let rows = metrics::sample_queue(&db.pool).await.unwrap();
+    let by = |p: &str| {
+        rows.iter()
+            .find(|r| r.priority.as_str() == p)
+            .unwrap_or_else(|| panic!("no {p} in {rows:?}"))
+    };
+    assert_eq!(rows.len(), 4, "every priority is reported, even empty ones");
+    let normal = by("normal");
+    assert_eq!((normal.due, normal.scheduled, normal.sending), (2, 0, 0));
+    assert!(
+        (89.0..200.0).contains(&normal.oldest_due_age_secs),
+        "{normal:?}"
+    );
+    let urgent = by("urgent");
+    assert_eq!(
+        (urgent.due, urgent.scheduled, urgent.oldest_due_age_secs),
+        (0, 1, 0.0)
+    );
+    assert_eq!(by("high").sending, 1);
+    assert_eq!(by("low").due, 0);
+}
+
+#[tokio::test]
+async fn queue_sample_reads_queued_rows_through_the_claim_index() {
+    let db = TestDb::new().await;
+    let mut tx = db.pool.begin().await.unwrap();
+    // On an empty table any plan is cheapest; forbid sequential scans to see which index
+    // the statement can use. A changed COALESCE would no longer match the claim index.
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN {}",
+        metrics::QUEUE_SAMPLE_SQL
+    )))
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("idx_email_queue_claim"), "{plan}");
+    assert!(plan.contains("idx_email_queue_sending"), "{plan}");
+    assert!(!plan.contains("Seq Scan on email_queue"), "{plan}");
+}
+
+#[tokio::test]
+async fn readyz_names_the_check_that_failed() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    let app = Running::start(
+        &db,
+        &smtp,
+        Parts {
+            workers: false,
+            api: true,
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let ready = http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    sqlx::query(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let behind = http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(behind.status(), 503);
+    let body: serde_json::Value = behind.json().await.unwrap();
+    assert_eq!(body["failed"], serde_json::json!(["migrations"]), "{body}");
+    assert_eq!(body["checks"]["migrations"], "pending");
+    app.stop().await;
+
+    // A process that is shutting down, and a database that is gone.
+    let (_tx, stop) = watch::channel(true);
+    let unreachable = db_pool_to_nowhere();
+    let state = ApiState::new(
+        &settings(&db, None, None, &[]),
+        unreachable,
+        stop,
+        metrics::install().unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, api::router(state)).await.unwrap();
+    });
+    let resp = http
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["failed"],
+        serde_json::json!(["database", "migrations", "shutdown"]),
+        "{body}"
+    );
+    assert_eq!(body["checks"]["database"], "unreachable");
+    assert_eq!(body["checks"]["shutdown"], "shutting_down");
+    server.abort();
+}
+
+#[tokio::test]
+async fn http_metrics_label_requests_with_the_route_template_not_the_path() {
+    let handle = metrics::install().unwrap();
+    let router = axum::Router::new()
+        .route(
+            "/v1/emails/{id}",
+            axum::routing::get(|| async { "an email" }),
+        )
+        .layer(axum::middleware::from_fn(metrics::track_http));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let http = reqwest::Client::new();
+    for id in ["0b5e", "7f31", "c2aa"] {
+        let resp = http
+            .get(format!("http://{addr}/v1/emails/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let resp = http
+        .request(
+            reqwest::Method::from_bytes(b"BREW").unwrap(),
+            format!("http://{addr}/v1/emails/1"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    server.abort();
+    let text = handle.render();
+    let count = sample(
+        &text,
+        r#"adopt_worker_http_requests_total{route="/v1/emails/{id}",method="GET",status="200"}"#,
+    );
+    assert!(count.is_some_and(|n| n >= 3.0), "{count:?}");
+    assert!(
+        !text.contains("/v1/emails/0b5e"),
+        "a concrete path became a label"
+    );
+    assert!(!text.contains("BREW"), "an unknown method became a label");
+    assert!(text.contains(r#"method="other",status="405""#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_sends_drain_at_shutdown_readyz_says_shutting_down_and_metrics_still_answer() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    smtp.add_rule(Rule::delay(Command::DataEnd, Duration::from_secs(2)));
+    let id = NewEmail::to("maya@example.com").insert(&db.pool).await;
+    let mut app = Running::start(&db, &smtp, Parts::default()).await;
+    smtp.wait_for_commands(Command::Data, 1, Duration::from_secs(10))
+        .await;
+
+    app.signal_stop();
+    let http = reqwest::Client::new();
+    let mut ready = http.get(app.url("/readyz")).send().await.unwrap();
+    for _ in 0..50 {
+        if ready.status() != 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ready = http.get(app.url("/readyz")).send().await.unwrap();
+    }
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["failed"], serde_json::json!(["shutdown"]), "{body}");
+    let scrape = http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(scrape.status(), 200);
+
+    app.stop().await;
+    assert_eq!(row(&db.pool, id).await.status, "sent");
+}
+
+fn db_pool_to_nowhere() -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/nowhere")
+        .unwrap()
+}
+
+#[test]
+fn alert_rules_pass_promtool_and_use_only_exported_metrics() {
+    let path = repo_file("deploy/prometheus/alerts.yml");
+    let rules = std::fs::read_to_string(&path).unwrap();
+    let used = metric_names_in(&rules);
+    assert!(used.len() >= 8, "alerts use few metrics: {used:?}");
+    let unknown = unexported(&used);
+    assert!(
+        unknown.is_empty(),
+        "alerts.yml uses unexported metrics: {unknown:?}"
+    );
+    if promtool().is_some() {
+        // The example Prometheus configuration loads these rules, so checking it checks both.
+        let config = repo_file("deploy/prometheus/prometheus.yml");
+        for (what, file) in [("rules", &path), ("config", &config)] {
+            let out = std::process::Command::new("promtool")
+                .args(["check", what])
+                .arg(file)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr" | "query" | "definition", serde_json::Value::String(s)) => {
+                        out.push(s.clone())
+                    }
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn grafana_dashboard_uses_only_exported_metrics() {
+    let text = std::fs::read_to_string(repo_file("deploy/grafana/adopt-worker.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 10, "dashboard has few queries: {exprs:?}");
+    let used: BTreeSet<String> = exprs.iter().flat_map(|e| metric_names_in(e)).collect();
+    let unknown = unexported(&used);
+    assert!(
+        unknown.is_empty(),
+        "dashboard uses unexported metrics: {unknown:?}"
+    );
+    // Nothing outside a query names a metric either (a typo in a link or a description).
+    let anywhere = metric_names_in(&text);
+    let unknown = unexported(&anywhere);
+    assert!(
+        unknown.is_empty(),
+        "dashboard mentions unexported metrics: {unknown:?}"
+    );
+    // The datasource is a variable, so the dashboard imports into any Grafana.
+    let vars = dashboard["templating"]["list"].as_array().unwrap();
+    assert!(vars.iter().any(|v| v["type"] == "datasource"), "{vars:?}");
+    let mut uids = Vec::new();
+    collect_datasource_uids(&dashboard, &mut uids);
+    assert!(!uids.is_empty());
+    assert!(uids.iter().all(|u| u == "${datasource}"), "{uids:?}");
+
+    // Every panel query parses as PromQL: promtool checks them as recording rules.
+    // (Variables use Grafana's label_values(), which is not PromQL.)
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs
+        .iter()
+        .filter(|e| e.contains('(') && !e.starts_with("label_values("))
+        .enumerate()
+    {
+        let promql = e
+            .replace("$__rate_interval", "5m")
+            .replace("$instance", ".*");
+        rules.push_str(&format!(
+            "      - record: dashboard:query{i}\n        expr: {}\n",
+            serde_json::to_string(&promql).unwrap()
+        ));
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), rules).unwrap();
+    promtool_check(&["check", "rules", &file.path().display().to_string()], "");
+}
+
+fn collect_datasource_uids(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(uid) = map.get("datasource").and_then(|d| d["uid"].as_str()) {
+                out.push(uid.to_string());
+            }
+            map.values().for_each(|v| collect_datasource_uids(v, out));
+        }
+        serde_json::Value::Array(items) => {
+            items.iter().for_each(|v| collect_datasource_uids(v, out))
+        }
+        _ => {}
+    }
+}
+
+/// `section.key` for every key of config/default.toml.
+fn default_config_keys() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(repo_file("config/default.toml")).unwrap();
+    let mut section = String::new();
+    let mut keys = BTreeSet::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+        } else if let Some((key, _)) = line.split_once('=') {
+            keys.insert(format!("{section}.{}", key.trim()));
+        }
+    }
+    keys
+}
+
+#[test]
+fn operations_doc_documents_every_config_key_and_only_those() {
+    let doc = std::fs::read_to_string(repo_file("docs/operations.md")).unwrap();
+    let reference = doc
+        .split("<!-- config-reference:start -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- config-reference:end -->").next())
+        .expect("docs/operations.md has the config-reference markers");
+    let documented: BTreeSet<String> = reference
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("| `")?
+                .split_once('`')
+                .map(|(k, _)| k.to_string())
+        })
+        .collect();
+    let keys = default_config_keys();
+    assert!(keys.len() > 20, "{keys:?}");
+    let undocumented: Vec<_> = keys.difference(&documented).collect();
+    let stale: Vec<_> = documented.difference(&keys).collect();
+    assert!(
+        undocumented.is_empty() && stale.is_empty(),
+        "config keys missing from docs/operations.md: {undocumented:?}; documented but not in config/default.toml: {stale:?}"
+    );
+    for def in CATALOGUE {
+        assert!(
+            doc.contains(&format!("`{}`", def.name)),
+            "{} is not described in docs/operations.md",
+            def.name
+        );
+    }
+    // Env var names in the table follow the ADOPT__SECTION__KEY rule.
+    for key in &keys {
+        let (section, name) = key.split_once('.').unwrap();
+        let env = format!("ADOPT__{}__{}", section.to_uppercase(), name.to_uppercase());
+        assert!(reference.contains(&env), "{env} missing for {key}");
+    }
+}
+
+#[tokio::test]
+async fn logs_never_show_smtp_or_database_passwords() {
+    const DB_SECRET: &str = "Db-s3cret-pw";
+    const SMTP_SECRET: &str = "Smtp-s3cret-pw";
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    let bad = NewEmail::to("not an address").insert(&db.pool).await;
+    NewEmail::to("maya@example.com").insert(&db.pool).await;
+    let mut db_url = url::Url::parse(&db.url).unwrap();
+    db_url.set_password(Some(DB_SECRET)).unwrap();
+    let smtp_url = format!("smtp://mailer:{SMTP_SECRET}@{}", smtp.addr());
+
+    for format in ["human", "json"] {
+        sqlx::query(
+            "UPDATE email_queue SET status = 'queued', scheduled_for = NULL, current_retries = 0",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let out = bin()
+            .arg("drain")
+            .env("DATABASE_URL", db_url.as_str())
+            .env("SMTP_URL", &smtp_url)
+            .env("RUST_LOG", "debug")
+            .env("ADOPT__LOG__FORMAT", format)
+            .env("ADOPT__SMTP__TIMEOUT_SECS", "1")
+            .env("ADOPT__WORKER__LEASE_SECS", "30")
+            .output()
+            .unwrap();
+        let logs = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{logs}");
+        assert!(logs.contains("drain: processed=2"), "{logs}");
+        // The span of each delivery names its email (span coverage, at debug level).
+        assert!(
+            logs.contains(&bad.to_string()),
+            "no span names {bad}:\n{logs}"
+        );
+        for secret in [DB_SECRET, SMTP_SECRET] {
+            assert!(
+                !logs.contains(secret),
+                "{format} logs show a password:\n{logs}"
+            );
+        }
+        // AUTH PLAIN would carry base64("\0mailer\0<password>").
+        assert!(!logs.contains("AUTH"), "{logs}");
+    }
+}
