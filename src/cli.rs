@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Settings;
 use crate::startup::{App, Parts};
+use crate::templates::{self, SyncError, Templates};
 use crate::{db, telemetry};
 
 #[derive(Debug, Parser)]
@@ -172,7 +173,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => ExitCode::SUCCESS,
             })
         }
-        Command::Templates { .. } => bail!("templates: not available in this build yet"),
+        Command::Templates { command } => run_templates(command, &settings).await,
         Command::Tokens { command } => {
             use crate::api::tokens;
             let pool = db::connect(&settings.database).await?;
@@ -193,5 +194,62 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::SendTest(_) => bail!("send-test: not available in this build yet"),
+    }
+}
+
+/// `templates check` (no database needed) and `templates sync [--force]`. Problems go to
+/// stderr as `file:line:col: message`, one per line, and make the exit status non-zero.
+async fn run_templates(command: TemplatesCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let dir = &settings.templates.dir;
+    let print_check = |report: &templates::CheckReport| {
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
+        for p in &report.problems {
+            eprintln!("{p}");
+        }
+    };
+    match command {
+        TemplatesCommand::Check => {
+            let report = templates::check(dir, settings);
+            print_check(&report);
+            if !report.is_ok() {
+                bail!(
+                    "templates check: {} problem(s) in {}",
+                    report.problems.len(),
+                    dir.display()
+                );
+            }
+            println!(
+                "templates check: {} template(s) in {} parse and render with their examples",
+                report.checked.len(),
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        TemplatesCommand::Sync { force } => {
+            let pool = db::connect(&settings.database).await?;
+            // Sync renders nothing that is sent, so no tracker (and no warning about one).
+            let handle = Templates::with_tracker(pool, settings, None);
+            match handle.sync(dir, force).await {
+                Ok((report, check)) => {
+                    print_check(&check);
+                    for entry in &report.entries {
+                        println!("{entry}");
+                    }
+                    println!("templates sync: {report}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(SyncError::Invalid(check)) => {
+                    print_check(&check);
+                    bail!(
+                        "templates sync: {} problem(s) in {}; nothing was written",
+                        check.problems.len(),
+                        dir.display()
+                    )
+                }
+                Err(e) => Err(anyhow::Error::new(e).context("templates sync failed")),
+            }
+        }
     }
 }

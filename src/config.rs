@@ -39,6 +39,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub jobs: crate::jobs::JobSettings,
     pub metrics: MetricsSettings,
+    pub templates: TemplateSettings,
+    pub tracking: TrackingSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -239,7 +241,13 @@ impl Settings {
             }
         }
         for (path, value) in nested {
-            figment = figment.merge((path.as_str(), parse_env_value(value)));
+            // Secrets stay strings whatever they look like ("0123..." must not become a number).
+            let value = if path.ends_with("secret") {
+                value
+            } else {
+                parse_env_value(value)
+            };
+            figment = figment.merge((path.as_str(), value));
         }
         let settings: Settings = figment
             .extract()
@@ -308,6 +316,79 @@ impl Settings {
             return invalid(format!(
                 "http.public_url is not a URL: {:?}",
                 self.http.public_url
+            ));
+        }
+        self.templates.validate().map_err(ConfigError::Invalid)?;
+        self.tracking.validate().map_err(ConfigError::Invalid)?;
+        Ok(())
+    }
+}
+
+/// `[templates]`: where the sources live (check/sync) and how rendering is bounded and cached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSettings {
+    pub dir: PathBuf,
+    pub default_locale: String,
+    pub lookup_ttl_ms: u64,
+    pub max_data_bytes: usize,
+    pub usage_flush_ms: u64,
+}
+
+impl TemplateSettings {
+    pub fn lookup_ttl(&self) -> Duration {
+        Duration::from_millis(self.lookup_ttl_ms)
+    }
+    pub fn usage_flush_interval(&self) -> Duration {
+        Duration::from_millis(self.usage_flush_ms.max(100))
+    }
+    fn validate(&self) -> Result<(), String> {
+        let l = &self.default_locale;
+        if l.is_empty()
+            || l.len() > 10
+            || !l
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "templates.default_locale is not a locale such as en-US: {l:?}"
+            ));
+        }
+        if self.max_data_bytes == 0 {
+            return Err("templates.max_data_bytes must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// `[tracking]`: open/click tracking. The secret never appears in logs or `Debug` output.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingSettings {
+    pub enabled: bool,
+    pub types: Vec<crate::queue::EmailType>,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for TrackingSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackingSettings")
+            .field("enabled", &self.enabled)
+            .field("types", &self.types)
+            .field("secret", &if self.secret.is_empty() { "" } else { "***" })
+            .finish()
+    }
+}
+
+impl TrackingSettings {
+    /// Minimum length of a non-empty secret, in bytes.
+    pub const MIN_SECRET_BYTES: usize = 16;
+
+    fn validate(&self) -> Result<(), String> {
+        if !self.secret.is_empty() && self.secret.len() < Self::MIN_SECRET_BYTES {
+            return Err(format!(
+                "tracking.secret must be at least {} characters (or empty to turn tracking off)",
+                Self::MIN_SECRET_BYTES
             ));
         }
         Ok(())
@@ -421,6 +502,7 @@ mod tests {
                     "jwt-secret-jwt-secret-jwt-secret-0123",
                 ),
                 ("ADOPT__AUTH__WEBHOOK_SECRET", "hook-secret-hook-secret"),
+                ("ADOPT__TRACKING__SECRET", "tracking-secret-value-1"),
             ]),
         )
         .unwrap();
@@ -430,5 +512,34 @@ mod tests {
             !dbg.contains("jwt-secret") && !dbg.contains("hook-secret"),
             "{dbg}"
         );
+        assert!(!dbg.contains("tracking-secret-value-1"), "{dbg}");
+    }
+
+    #[test]
+    fn tracking_and_templates_defaults_and_overrides() {
+        use crate::queue::EmailType;
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert!(s.tracking.enabled);
+        assert_eq!(s.tracking.secret, "");
+        assert_eq!(
+            s.tracking.types,
+            vec![EmailType::Marketing, EmailType::Notification]
+        );
+        assert_eq!(s.templates.dir, PathBuf::from("templates"));
+        assert_eq!(s.templates.default_locale, "en-US");
+        assert_eq!(s.templates.max_data_bytes, 256 * 1024);
+
+        // An all-digit secret from the environment is still a string.
+        let s = Settings::load_from(
+            None,
+            env(&[("ADOPT__TRACKING__SECRET", "012345678901234567890")]),
+        )
+        .unwrap();
+        assert_eq!(s.tracking.secret, "012345678901234567890");
+
+        let err =
+            Settings::load_from(None, env(&[("ADOPT__TRACKING__SECRET", "short")])).unwrap_err();
+        assert!(err.to_string().contains("tracking.secret"), "{err}");
+        assert!(!err.to_string().contains("short"), "{err}");
     }
 }

@@ -12,4 +12,6 @@ pub mod preferences;
 pub mod queue;
 pub mod startup;
 pub mod telemetry;
+pub mod templates;
+pub mod tracking;
 pub mod worker;

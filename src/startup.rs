@@ -17,6 +17,7 @@ use crate::delivery::transport::{Transport, TransportError};
 use crate::delivery::{Deliverer, DeliveryPolicy, Tally};
 use crate::jobs::{self, Jobs};
 use crate::metrics::{self, MetricsError};
+use crate::templates::Templates;
 use crate::worker::{self, ClaimBuffer, ClaimSettings, EmailWorker, Wakeups};
 use crate::{api, queue};
 
@@ -59,6 +60,7 @@ pub struct App {
     pub settings: Settings,
     pub pool: PgPool,
     pub deliverer: Deliverer,
+    pub templates: Templates,
 }
 
 impl App {
@@ -66,6 +68,7 @@ impl App {
     pub fn build(settings: Settings) -> Result<App, StartupError> {
         let pool = db::pool(&settings.database)?;
         let transport = Transport::from_settings(&settings.smtp, &settings.outbox)?;
+        let templates = Templates::new(pool.clone(), &settings);
         let deliverer = Deliverer::new(
             pool.clone(),
             transport,
@@ -75,11 +78,13 @@ impl App {
                 public_url: settings.http.public_url.clone(),
                 rate_limit_per_sec: settings.worker.rate_limit_per_sec,
             },
+            templates.clone(),
         );
         Ok(App {
             settings,
             pool,
             deliverer,
+            templates,
         })
     }
 
@@ -93,6 +98,9 @@ impl App {
             w.concurrency as usize,
         )
         .await?;
+        if let Err(e) = self.templates.flush_usage().await {
+            warn!(error = %e, "writing template usage counts failed");
+        }
         Ok(tally)
     }
 
@@ -158,6 +166,11 @@ impl App {
 
         let mut monitor_failure = None;
         if parts.workers {
+            let usage = tokio::spawn({
+                let templates = self.templates.clone();
+                let stop = stop_rx.clone();
+                async move { templates.flush_usage_periodically(stop).await }
+            });
             let buffer = ClaimBuffer::default();
             let w = &self.settings.worker;
             let name = format!(
@@ -203,6 +216,11 @@ impl App {
                 Err(e) => {
                     warn!(error = %e, "could not release claimed rows; the lease reaper will")
                 }
+            }
+            let _ = usage.await;
+            // Sends still in flight when the periodic flush stopped have finished now.
+            if let Err(e) = self.templates.flush_usage().await {
+                warn!(error = %e, "writing template usage counts at shutdown failed");
             }
             monitor_failure = result.err().map(|e| StartupError::Monitor(e.to_string()));
         } else {

@@ -21,6 +21,7 @@ use crate::metrics::{
 };
 use crate::preferences::{self, BounceKind, OptOut, Unsubscribe, Verdict};
 use crate::queue::{self, ClaimedEmail, EmailStatus, Recorded, RenderedContent};
+use crate::templates::Templates;
 use classify::{FailureClass, SendFailure};
 use message::{Content, ListUnsubscribe};
 use retry::RetryPolicy;
@@ -66,10 +67,16 @@ pub struct Deliverer {
     transport: Transport,
     policy: Arc<DeliveryPolicy>,
     limiter: Option<Arc<RateLimiter>>,
+    templates: Templates,
 }
 
 impl Deliverer {
-    pub fn new(pool: PgPool, transport: Transport, policy: DeliveryPolicy) -> Deliverer {
+    pub fn new(
+        pool: PgPool,
+        transport: Transport,
+        policy: DeliveryPolicy,
+        templates: Templates,
+    ) -> Deliverer {
         let limiter = NonZeroU32::new(policy.rate_limit_per_sec)
             .map(|n| Arc::new(RateLimiter::direct(governor::Quota::per_second(n))));
         Deliverer {
@@ -77,6 +84,7 @@ impl Deliverer {
             transport,
             policy: Arc::new(policy),
             limiter,
+            templates,
         }
     }
 
@@ -126,10 +134,26 @@ impl Deliverer {
             Ok(u) => u,
             Err(failure) => return (self.classify(email, failure), None),
         };
-        let content = Content {
-            subject: &email.subject,
-            html: &email.html_content,
-            text: email.text_content.as_deref(),
+        let rendered = match self.render_content(email, unsubscribe.as_ref()).await {
+            Ok(r) => r,
+            Err(failure) => return (self.classify(email, failure), None),
+        };
+        // Pre-rendered rows are tracked for sending only; their stored HTML stays as given.
+        let tracked = match rendered {
+            None => self.templates.track_prerendered(email),
+            Some(_) => None,
+        };
+        let content = match &rendered {
+            Some(r) => Content {
+                subject: &r.subject,
+                html: &r.html_content,
+                text: r.text_content.as_deref(),
+            },
+            None => Content {
+                subject: &email.subject,
+                html: tracked.as_deref().unwrap_or(&email.html_content),
+                text: email.text_content.as_deref(),
+            },
         };
         let msg = match message::build(email, &content, format, unsubscribe.as_ref()) {
             Ok(m) => m,
@@ -139,7 +163,7 @@ impl Deliverer {
                     Outcome::Failed {
                         reason: e.to_string(),
                     },
-                    None,
+                    rendered,
                 );
             }
         };
@@ -158,7 +182,32 @@ impl Deliverer {
                 self.classify(email, failure)
             }
         };
-        (outcome, None)
+        (outcome, rendered)
+    }
+
+    /// Template rows (`template_id` set, `html_content` empty) are rendered here, tracking
+    /// and the unsubscribe link included; what is returned is sent and written back to the
+    /// row. `None`: the row carries its own content. A render problem fails the row with a
+    /// reason naming it (e.g. a missing variable); a database error during the render is
+    /// retried.
+    async fn render_content(
+        &self,
+        email: &ClaimedEmail,
+        unsubscribe: Option<&ListUnsubscribe>,
+    ) -> Result<Option<RenderedContent>, SendFailure> {
+        if email.template_id.is_none() || !email.html_content.trim().is_empty() {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let url = unsubscribe.map(|u| u.url.clone());
+        match self.templates.render_for_email(email, url).await {
+            Ok(r) => {
+                metrics::rendered(started.elapsed());
+                Ok(Some(r))
+            }
+            Err(e) if e.is_transient() => Err(SendFailure::transient(e.to_string())),
+            Err(e) => Err(SendFailure::permanent(e.to_string())),
+        }
     }
 
     /// The List-Unsubscribe target for optional mail. A user who has no preferences row
@@ -243,6 +292,11 @@ impl Deliverer {
         rendered: Option<&RenderedContent>,
     ) -> Result<Recorded, sqlx::Error> {
         let pool = &self.pool;
+        // A rendered template row keeps what was rendered whatever the outcome (sent rows
+        // get it in the same statement as the transition).
+        if let (Some(r), false) = (rendered, matches!(outcome, Outcome::Sent(_))) {
+            queue::keep_rendered(pool, email, r).await?;
+        }
         let max = self.policy.retry.default_max_retries;
         match outcome {
             Outcome::Sent(a) => {

@@ -384,6 +384,34 @@ pub async fn reclaim_expired_at(
     Ok(done.rows_affected())
 }
 
+/// Stores what the worker rendered for a template row that is not being marked sent (a
+/// retry keeps it, so the next attempt sends the same version; a failure shows what was
+/// tried). Fenced on the claim like every transition; the transition itself follows.
+pub async fn keep_rendered(
+    pool: &PgPool,
+    email: &ClaimedEmail,
+    rendered: &RenderedContent,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE email_queue SET
+            subject = $3,
+            html_content = $4,
+            text_content = $5,
+            metadata = CASE WHEN $6::int IS NULL THEN metadata
+                       ELSE COALESCE(metadata, '{}') || jsonb_build_object('templateVersion', $6::int) END
+         WHERE email_id = $1 AND last_attempt_at = $2 AND status = 'sending'",
+    )
+    .bind(email.email_id)
+    .bind(email.claimed_at)
+    .bind(&rendered.subject)
+    .bind(&rendered.html_content)
+    .bind(rendered.text_content.as_deref())
+    .bind(rendered.template_version)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Row counts by status (the `drain` summary, readiness, metrics).
 pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(EmailStatus, i64)>, sqlx::Error> {
     sqlx::query_as("SELECT status, count(*) FROM email_queue GROUP BY status ORDER BY status")

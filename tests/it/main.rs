@@ -12,3 +12,4 @@ mod delivery;
 mod foundation;
 mod jobs;
 mod ops;
+mod templates;

@@ -1,0 +1,720 @@
+//! Email templates: the `templates/` sources (check, sync into `email_templates` with
+//! versions), lookup with locale fallback, and rendering at send time.
+//!
+//! [`Templates`] is the handle the rest of the crate uses (cheap to clone). At send time only
+//! the database matters: a lookup (template + locale → row and current version) is cached
+//! for `templates.lookup_ttl_ms`, so a new version reaches every process within that time
+//! without a restart; compiled templates are cached by `template_id@version` (and the row's
+//! `updated_at` for the current version, so an edit without a version bump is seen too).
+//! Rendering runs on the blocking pool: it is CPU work (Tera, CSS inlining, link rewriting).
+
+mod check;
+pub mod files;
+mod lookup;
+mod render;
+mod store;
+mod sync;
+pub mod vars;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{Datelike, NaiveDateTime};
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::config::{Settings, TemplateSettings};
+use crate::queue::{ClaimedEmail, EmailType, RenderedContent};
+use crate::tracking::Tracker;
+
+pub use check::{CheckReport, SampleApp, example_data};
+pub use files::Problem;
+pub use lookup::{Candidate, Step, normalize_locale};
+pub use render::{EMBEDDED_LAYOUT, Parts};
+pub use store::{SYSTEM_USER_EMAIL, SYSTEM_USER_ID};
+pub use sync::{SyncEntry, SyncOutcome, SyncReport};
+
+/// Compiled template versions kept in memory per process.
+const COMPILED_CACHE_CAPACITY: usize = 256;
+
+/// A template as a caller names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TemplateRef<'a> {
+    Id(Uuid),
+    Name(&'a str),
+}
+
+impl std::fmt::Display for TemplateRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TemplateRef::Id(id) => write!(f, "{id}"),
+            TemplateRef::Name(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// The row a lookup chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub template_id: Uuid,
+    pub name: String,
+    pub locale: Option<String>,
+    pub current_version: i32,
+    pub updated_at: Option<NaiveDateTime>,
+    pub step: Step,
+}
+
+/// Why a lookup found nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("template {0}: not found")]
+    NotFound(String),
+    #[error(
+        "template {template}: nothing active to render for locale {locale} (the template, its locale variants, its parents and its category's default templates are all inactive or deleted)"
+    )]
+    NoActive { template: String, locale: String },
+}
+
+/// Why an email could not be rendered. All but [`RenderError::Db`] are permanent: the row
+/// fails with this text as its reason.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("template email has no template_id")]
+    NoTemplate,
+    #[error("template_data must be a JSON object, got {0}")]
+    DataNotObject(&'static str),
+    #[error("template_data is larger than the {limit}-byte limit (templates.max_data_bytes)")]
+    DataTooLarge { limit: usize },
+    #[error("metadata.templateVersion must be a positive integer")]
+    BadPinnedVersion,
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    #[error(
+        "template {name}: version {version} is not in its history (current version is {current})"
+    )]
+    UnknownVersion {
+        name: String,
+        version: i32,
+        current: i32,
+    },
+    #[error("template {name} v{version}: {problem}")]
+    Template {
+        name: String,
+        version: i32,
+        problem: String,
+    },
+    #[error("database error while rendering: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl RenderError {
+    /// A database hiccup: the email should be retried, not failed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RenderError::Db(_))
+    }
+}
+
+/// Why sync wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{} problem(s) in the templates; nothing was written", .0.problems.len())]
+    Invalid(CheckReport),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// One render, fully described.
+#[derive(Debug, Clone)]
+pub struct RenderRequest<'a> {
+    pub template: TemplateRef<'a>,
+    /// Requested locale; the default locale when `None`.
+    pub locale: Option<&'a str>,
+    /// A pinned version; the current one when `None`.
+    pub version: Option<i32>,
+    /// Must be a JSON object (or absent).
+    pub data: Option<&'a Value>,
+    pub recipient_email: &'a str,
+    pub recipient_name: Option<&'a str>,
+    pub email_type: EmailType,
+    /// Given to marketing/notification emails as `unsubscribe_url`; others get "".
+    pub unsubscribe_url: Option<&'a str>,
+    /// The email id for tracking tokens; tracking applies when set and enabled for the type.
+    pub track_as: Option<Uuid>,
+}
+
+/// What a render produced.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub template_id: Uuid,
+    pub name: String,
+    pub version: i32,
+    pub subject: String,
+    /// CSS inlined, tracked when tracking applied.
+    pub html: String,
+    pub text: String,
+    pub tracked: bool,
+}
+
+struct CompiledTemplate {
+    name: String,
+    version: i32,
+    compiled: render::Compiled,
+}
+
+type CompiledKey = (Uuid, i32, Option<NaiveDateTime>);
+type LookupCache = HashMap<(RefKey, String), (Instant, Result<Resolved, LookupError>)>;
+type CompileResult = Result<Arc<CompiledTemplate>, String>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum RefKey {
+    Id(Uuid),
+    Name(String),
+}
+
+struct Inner {
+    pool: PgPool,
+    settings: TemplateSettings,
+    app: SampleApp,
+    tracker: Option<Tracker>,
+    lookups: Mutex<LookupCache>,
+    compiled: Mutex<HashMap<CompiledKey, (u64, CompileResult)>>,
+    tick: std::sync::atomic::AtomicU64,
+    usage: Mutex<HashMap<Uuid, (i32, NaiveDateTime)>>,
+}
+
+/// The templates handle: lookup, render, sync, check. Cheap to clone.
+#[derive(Clone)]
+pub struct Templates {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates")
+            .field("tracker", &self.inner.tracker)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The common `app` variables from the settings.
+fn sample_app(settings: &Settings) -> SampleApp {
+    SampleApp {
+        name: settings.app.name.clone(),
+        base_url: settings.app.base_url.trim_end_matches('/').to_string(),
+        support_email: settings.app.support_email.clone(),
+    }
+}
+
+/// `templates check` on a directory, without a database.
+pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
+    check::check_dir(
+        dir,
+        &settings.templates.default_locale,
+        &sample_app(settings),
+    )
+    .1
+}
+
+impl Templates {
+    /// Builds the handle; warns once when tracking is on but cannot sign links.
+    pub fn new(pool: PgPool, settings: &Settings) -> Templates {
+        let tracker = Tracker::from_settings(&settings.tracking, &settings.http.public_url);
+        Templates::with_tracker(pool, settings, tracker)
+    }
+
+    /// Like [`Templates::new`] with an explicit tracker (tests, tools).
+    pub fn with_tracker(pool: PgPool, settings: &Settings, tracker: Option<Tracker>) -> Templates {
+        Templates {
+            inner: Arc::new(Inner {
+                pool,
+                settings: settings.templates.clone(),
+                app: sample_app(settings),
+                tracker,
+                lookups: Mutex::default(),
+                compiled: Mutex::default(),
+                tick: Default::default(),
+                usage: Mutex::default(),
+            }),
+        }
+    }
+
+    pub fn tracker(&self) -> Option<&Tracker> {
+        self.inner.tracker.as_ref()
+    }
+
+    /// Checks the directory (see [`check`]).
+    pub fn check(&self, dir: &Path) -> CheckReport {
+        check::check_dir(dir, &self.inner.settings.default_locale, &self.inner.app).1
+    }
+
+    /// Checks the directory, then syncs it into `email_templates` in one transaction; with
+    /// any problem nothing is written. Returns what happened and the check's warnings.
+    pub async fn sync(
+        &self,
+        dir: &Path,
+        force: bool,
+    ) -> Result<(SyncReport, CheckReport), SyncError> {
+        let (source, report) =
+            check::check_dir(dir, &self.inner.settings.default_locale, &self.inner.app);
+        if !report.is_ok() {
+            return Err(SyncError::Invalid(report));
+        }
+        let synced = sync::sync_templates(&self.inner.pool, &source.templates, force).await?;
+        if let Ok(mut l) = self.inner.lookups.lock() {
+            l.clear();
+        }
+        Ok((synced, report))
+    }
+
+    /// Finds the row that renders `template` in `locale` (see the `lookup` module for the
+    /// fallback order), through the short-lived lookup cache.
+    pub async fn lookup(
+        &self,
+        template: TemplateRef<'_>,
+        locale: &str,
+    ) -> Result<Resolved, RenderError> {
+        let locale = normalize_locale(locale);
+        let key = (
+            match template {
+                TemplateRef::Id(id) => RefKey::Id(id),
+                TemplateRef::Name(n) => RefKey::Name(n.to_string()),
+            },
+            locale.clone(),
+        );
+        let ttl = self.inner.settings.lookup_ttl();
+        if let Some(hit) = self.cached_lookup(&key, ttl) {
+            return Ok(hit?);
+        }
+        let (id, name) = match template {
+            TemplateRef::Id(id) => (Some(id), None),
+            TemplateRef::Name(n) => (None, Some(n)),
+        };
+        let cands = store::lookup_candidates(&self.inner.pool, id, name).await?;
+        let result = match lookup::choose(&cands, &locale, &self.inner.settings.default_locale) {
+            Some((i, step)) => {
+                let c = &cands[i];
+                Ok(Resolved {
+                    template_id: c.template_id,
+                    name: c.name.clone(),
+                    locale: c.locale.clone(),
+                    current_version: c.current_version,
+                    updated_at: c.updated_at,
+                    step,
+                })
+            }
+            None if cands.iter().any(|c| c.depth == Some(0)) => Err(LookupError::NoActive {
+                template: template.to_string(),
+                locale,
+            }),
+            None => Err(LookupError::NotFound(template.to_string())),
+        };
+        if !ttl.is_zero()
+            && let Ok(mut l) = self.inner.lookups.lock()
+        {
+            if l.len() > 4096 {
+                l.retain(|_, (at, _)| at.elapsed() < ttl);
+            }
+            l.insert(key, (Instant::now(), result.clone()));
+        }
+        Ok(result?)
+    }
+
+    fn cached_lookup(
+        &self,
+        key: &(RefKey, String),
+        ttl: Duration,
+    ) -> Option<Result<Resolved, LookupError>> {
+        let l = self.inner.lookups.lock().ok()?;
+        let (at, r) = l.get(key)?;
+        (at.elapsed() < ttl).then(|| r.clone())
+    }
+
+    /// Renders a template email claimed from the queue: locale from `metadata.locale`, else
+    /// the recipient's `email_preferences.language` (when the row has a `user_id`), else
+    /// the default; version from `metadata.templateVersion`, else the current one. The
+    /// result is what is sent and written back to the row.
+    pub async fn render_for_email(
+        &self,
+        email: &ClaimedEmail,
+        unsubscribe_url: Option<String>,
+    ) -> Result<RenderedContent, RenderError> {
+        let template_id = email.template_id.ok_or(RenderError::NoTemplate)?;
+        let meta = email.metadata.as_ref();
+        let version = match meta.and_then(|m| m.get("templateVersion")) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(pinned_version(v).ok_or(RenderError::BadPinnedVersion)?),
+        };
+        let meta_locale = meta
+            .and_then(|m| m.get("locale"))
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|l| files::is_locale(l));
+        let locale = match (meta_locale, email.user_id) {
+            (Some(l), _) => Some(l.to_string()),
+            (None, Some(user)) => store::user_language(&self.inner.pool, user).await?,
+            (None, None) => None,
+        };
+        let r = self
+            .render(RenderRequest {
+                template: TemplateRef::Id(template_id),
+                locale: locale.as_deref(),
+                version,
+                data: email.template_data.as_ref(),
+                recipient_email: &email.to_email,
+                recipient_name: email.to_name.as_deref(),
+                email_type: email.email_type,
+                unsubscribe_url: unsubscribe_url.as_deref(),
+                track_as: Some(email.email_id),
+            })
+            .await?;
+        Ok(RenderedContent {
+            subject: r.subject,
+            html_content: r.html,
+            text_content: Some(r.text),
+            template_version: Some(r.version),
+        })
+    }
+
+    /// The HTML of an already rendered email with tracking applied, when tracking is on for
+    /// its type; `None` means send it as it is.
+    pub fn track_prerendered(&self, email: &ClaimedEmail) -> Option<String> {
+        let tracker = self.inner.tracker.as_ref()?;
+        (tracker.tracks(email.email_type) && !email.html_content.trim().is_empty())
+            .then(|| tracker.inject(email.email_id, &email.html_content, None))
+    }
+
+    /// Renders one template: the data is checked (an object, within the size bound, fitting
+    /// the declared variables), the row chosen by [`Templates::lookup`], the version compiled
+    /// (or taken from the cache) and rendered on the blocking pool.
+    pub async fn render(&self, req: RenderRequest<'_>) -> Result<Rendered, RenderError> {
+        let data = match req.data {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => {
+                let limit = self.inner.settings.max_data_bytes;
+                if vars::exceeds_size(req.data.unwrap_or(&Value::Null), limit) {
+                    return Err(RenderError::DataTooLarge { limit });
+                }
+                m.clone()
+            }
+            Some(other) => return Err(RenderError::DataNotObject(vars::json_kind(other))),
+        };
+        let locale = req
+            .locale
+            .unwrap_or(&self.inner.settings.default_locale)
+            .to_string();
+        let resolved = self.lookup(req.template, &locale).await?;
+        let compiled = self.compiled(&resolved, req.version).await?;
+        let unsubscribe = if req.email_type.is_optional() {
+            req.unsubscribe_url.unwrap_or("").to_string()
+        } else {
+            String::new()
+        };
+        let tracker = req
+            .track_as
+            .zip(self.inner.tracker.clone())
+            .filter(|(_, t)| t.tracks(req.email_type));
+        let tracked = tracker.is_some();
+        let inner = self.inner.clone();
+        let recipient_email = req.recipient_email.to_string();
+        let recipient_name = req.recipient_name.map(str::to_string);
+        let job = compiled.clone();
+        let parts = tokio::task::spawn_blocking(move || {
+            let common = render::Common {
+                app_name: &inner.app.name,
+                app_base_url: &inner.app.base_url,
+                app_support_email: &inner.app.support_email,
+                recipient_email: &recipient_email,
+                recipient_name: recipient_name.as_deref(),
+                unsubscribe_url: &unsubscribe,
+                year: chrono::Utc::now().year(),
+            };
+            let mut parts = job.compiled.render(&data, &common)?;
+            if let Some((email_id, t)) = &tracker {
+                let unsub = (!unsubscribe.is_empty()).then_some(unsubscribe.as_str());
+                parts.html = t.inject(*email_id, &parts.html, unsub);
+            }
+            Ok::<_, render::RenderProblem>(parts)
+        })
+        .await
+        .map_err(|e| RenderError::Template {
+            name: compiled.name.clone(),
+            version: compiled.version,
+            problem: format!("rendering panicked: {e}"),
+        })?
+        .map_err(|p| RenderError::Template {
+            name: compiled.name.clone(),
+            version: compiled.version,
+            problem: p.to_string(),
+        })?;
+        self.record_use(resolved.template_id);
+        Ok(Rendered {
+            template_id: resolved.template_id,
+            name: compiled.name.clone(),
+            version: compiled.version,
+            subject: parts.subject,
+            html: parts.html,
+            text: parts.text,
+            tracked,
+        })
+    }
+
+    /// The compiled version to render: from the cache, or fetched and compiled once.
+    async fn compiled(
+        &self,
+        r: &Resolved,
+        pinned: Option<i32>,
+    ) -> Result<Arc<CompiledTemplate>, RenderError> {
+        let want = pinned.unwrap_or(r.current_version);
+        let current = want == r.current_version;
+        let key = (
+            r.template_id,
+            want,
+            if current { r.updated_at } else { None },
+        );
+        if let Some(hit) = self.cached_compile(&key) {
+            return hit.map_err(|problem| RenderError::Template {
+                name: r.name.clone(),
+                version: want,
+                problem,
+            });
+        }
+        let pool = &self.inner.pool;
+        let mut fetched = None;
+        if current
+            && let Some((c, v, stamp)) = store::current_content(pool, r.template_id).await?
+            // The row may have moved on since the lookup; that is the current one then,
+            // unless a version was pinned.
+            && (v == want || pinned.is_none())
+        {
+            fetched = Some((c, v, stamp));
+        }
+        if fetched.is_none() {
+            let c = store::archived_content(pool, r.template_id, want)
+                .await?
+                .ok_or_else(|| RenderError::UnknownVersion {
+                    name: r.name.clone(),
+                    version: want,
+                    current: r.current_version,
+                })?;
+            fetched = Some((c, want, None));
+        }
+        let Some((content, version, stamp)) = fetched else {
+            return Err(LookupError::NotFound(r.template_id.to_string()).into());
+        };
+        let name = content.name.clone();
+        let built = tokio::task::spawn_blocking(move || compile(content, version))
+            .await
+            .unwrap_or_else(|e| Err(format!("compiling panicked: {e}")));
+        self.store_compile((r.template_id, version, stamp), built.clone());
+        built.map_err(|problem| RenderError::Template {
+            name,
+            version,
+            problem,
+        })
+    }
+
+    fn cached_compile(&self, key: &CompiledKey) -> Option<CompileResult> {
+        let mut c = self.inner.compiled.lock().ok()?;
+        let tick = self.next_tick();
+        let (used, entry) = c.get_mut(key)?;
+        *used = tick;
+        Some(entry.clone())
+    }
+
+    fn store_compile(&self, key: CompiledKey, value: CompileResult) {
+        let tick = self.next_tick();
+        if let Ok(mut c) = self.inner.compiled.lock() {
+            if c.len() >= COMPILED_CACHE_CAPACITY
+                && let Some(oldest) = c.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k)
+            {
+                c.remove(&oldest);
+            }
+            c.insert(key, (tick, value));
+        }
+    }
+
+    fn next_tick(&self) -> u64 {
+        self.inner
+            .tick
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn record_use(&self, id: Uuid) {
+        let now = chrono::Utc::now().naive_utc();
+        if let Ok(mut u) = self.inner.usage.lock() {
+            let e = u.entry(id).or_insert((0, now));
+            e.0 = e.0.saturating_add(1);
+            e.1 = now;
+        }
+    }
+
+    /// Writes the uses counted since the last flush (`usage_count`, `last_used_at`) in one
+    /// statement. Called every `templates.usage_flush_ms` while running, after a drain and
+    /// at shutdown; on a database error the counts are kept for the next flush.
+    pub async fn flush_usage(&self) -> Result<u64, sqlx::Error> {
+        let pending: Vec<(Uuid, (i32, NaiveDateTime))> = match self.inner.usage.lock() {
+            Ok(mut u) => u.drain().collect(),
+            Err(_) => return Ok(0),
+        };
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = pending.iter().map(|(id, _)| *id).collect();
+        let counts: Vec<i32> = pending.iter().map(|(_, (n, _))| *n).collect();
+        let last: Vec<NaiveDateTime> = pending.iter().map(|(_, (_, t))| *t).collect();
+        match store::add_usage(&self.inner.pool, &ids, &counts, &last).await {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                if let Ok(mut u) = self.inner.usage.lock() {
+                    for (id, (n, t)) in pending {
+                        let entry = u.entry(id).or_insert((0, t));
+                        entry.0 = entry.0.saturating_add(n);
+                        entry.1 = entry.1.max(t);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Flushes usage every `templates.usage_flush_ms` until `stop` flips to true, then once more.
+    pub async fn flush_usage_periodically(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.inner.settings.usage_flush_interval());
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            if let Err(e) = self.flush_usage().await {
+                warn!(error = %e, "writing template usage counts failed; will retry");
+            }
+        }
+        if let Err(e) = self.flush_usage().await {
+            warn!(error = %e, "writing template usage counts at shutdown failed");
+        }
+    }
+}
+
+/// `metadata.templateVersion`: a positive integer, or a string of one.
+fn pinned_version(v: &Value) -> Option<i32> {
+    let n = match v {
+        Value::Number(n) => n.as_i64()?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    i32::try_from(n).ok().filter(|n| *n >= 1)
+}
+
+/// Compiles stored sources; the error is the reason a row fails with.
+fn compile(content: store::VersionContent, version: i32) -> CompileResult {
+    let variables: Vec<vars::VariableDecl> = match content.variables {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| format!("its variables declaration is not valid: {e}"))?,
+    };
+    let (Some(subject), Some(html)) = (content.subject, content.html_content) else {
+        return Err("the stored version has no subject or html_content".to_string());
+    };
+    let sources = render::Sources {
+        subject: &subject,
+        html: &html,
+        text: content.text_content.as_deref(),
+    };
+    let compiled =
+        render::Compiled::new(sources, EMBEDDED_LAYOUT, variables).map_err(|issues| {
+            let more = match issues.len() {
+                0 | 1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            let first = issues
+                .first()
+                .map_or_else(|| "invalid template".to_string(), ToString::to_string);
+            format!("invalid template: {first}{more}")
+        })?;
+    Ok(Arc::new(CompiledTemplate {
+        name: content.name,
+        version,
+        compiled,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Renders a shipped template with its examples, as `render` does (without a database).
+    fn render_shipped(name: &str, unsubscribe: &str) -> Parts {
+        let dir = files::load_dir(Path::new("templates"), "en-US");
+        let t = dir.templates.iter().find(|t| t.name == name).unwrap();
+        let src = render::Sources {
+            subject: &t.subject,
+            html: &t.html,
+            text: t.text.as_deref(),
+        };
+        let c = render::Compiled::new(src, EMBEDDED_LAYOUT, t.variables.clone()).unwrap();
+        let data = example_data(t);
+        let common = render::Common {
+            app_name: "Adopt Don't Shop",
+            app_base_url: "https://adoptdontshop.com",
+            app_support_email: "support@adoptdontshop.com",
+            recipient_email: "maya@example.com",
+            recipient_name: None,
+            unsubscribe_url: unsubscribe,
+            year: 2026,
+        };
+        c.render(data.as_object().unwrap(), &common).unwrap()
+    }
+
+    #[test]
+    fn secret_bearing_links_and_unsubscribe_are_never_tracked() {
+        let tracker = Tracker::new(b"0123456789abcdef", "https://t.example", vec![]);
+        let id = Uuid::from_u128(7);
+        let reset = render_shipped("password_reset", "");
+        let html = tracker.inject(id, &reset.html, None);
+        let reset_url =
+            "https://adoptdontshop.com/reset-password?token=8f14e45fceea167a5a36dedd4bea2543";
+        assert_eq!(
+            html.matches(&format!("href=\"{reset_url}\"")).count(),
+            2,
+            "{html}"
+        );
+        assert!(
+            html.contains("https://t.example/t/c/"),
+            "other links are tracked"
+        );
+
+        let unsub = "https://api.example/u/tok123";
+        let news = render_shipped("newsletter", unsub);
+        let html = tracker.inject(id, &news.html, Some(unsub));
+        assert!(html.contains(&format!("href=\"{unsub}\"")), "{html}");
+        assert!(news.text.contains(&format!("Unsubscribe: {unsub}")));
+        for (name, secret) in [
+            ("email_verification", "verify-email?token="),
+            ("staff_invitation", "invitations/accept?token="),
+        ] {
+            let p = render_shipped(name, "");
+            let html = tracker.inject(id, &p.html, None);
+            let direct = html
+                .matches(&format!("href=\"https://adoptdontshop.com/{secret}"))
+                .count();
+            assert_eq!(
+                direct, 2,
+                "{name}: the button and the copy-paste link: {html}"
+            );
+        }
+    }
+
+    #[test]
+    fn pinned_versions() {
+        assert_eq!(pinned_version(&json!(2)), Some(2));
+        assert_eq!(pinned_version(&json!("3")), Some(3));
+        assert_eq!(pinned_version(&json!(0)), None);
+        assert_eq!(pinned_version(&json!("v1")), None);
+        assert_eq!(pinned_version(&json!(1.5)), None);
+    }
+}

@@ -1,0 +1,501 @@
+//! Rendering one template version: Tera 2 compiles the subject, HTML and text sources
+//! together with the layout; a render checks the data against the declared variables, fills
+//! in the common variables, renders the three parts, keeps the subject on one line, inlines
+//! the CSS and makes a text part from the HTML when the template has none.
+//!
+//! Autoescaping follows the template names: `body.html` and `layout.html` are escaped,
+//! `subject.txt` and `body.txt` are not.
+
+use serde_json::{Map, Value};
+use tera::{Context, ErrorKind, Tera};
+
+use super::files;
+use super::vars::{self, VarProblem, VariableDecl};
+
+/// The shared layout, compiled into the binary: every renderer registers it as
+/// `layout.html`, which is what the stored child templates `{% extends %}`.
+pub const EMBEDDED_LAYOUT: &str = include_str!("../../templates/layout.html");
+
+/// The sources of one template version.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    pub subject: &'a str,
+    pub html: &'a str,
+    pub text: Option<&'a str>,
+}
+
+/// A located template error (`file` is `subject.txt`, `body.html`, `body.txt` or
+/// `layout.html`; `line` and `col` are 1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateIssue {
+    pub file: String,
+    pub line: Option<usize>,
+    pub col: Option<usize>,
+    pub message: String,
+    /// The variable path, for "is not defined" errors.
+    pub undefined: Option<String>,
+    /// Tera's report: the source line with a caret.
+    pub snippet: Option<String>,
+}
+
+impl TemplateIssue {
+    /// `file:line:col` (or just the file).
+    pub fn location(&self) -> String {
+        match (self.line, self.col) {
+            (Some(l), Some(c)) => format!("{}:{l}:{c}", self.file),
+            (Some(l), None) => format!("{}:{l}", self.file),
+            _ => self.file.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for TemplateIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.undefined {
+            Some(v) => write!(f, "undefined variable \"{v}\" ({})", self.location()),
+            None => write!(f, "{}: {}", self.location(), self.message),
+        }
+    }
+}
+
+/// Why a render produced nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderProblem {
+    #[error(transparent)]
+    Variables(#[from] VarProblem),
+    #[error("{0}")]
+    Template(Box<TemplateIssue>),
+    #[error("CSS inlining failed: {0}")]
+    Css(String),
+    #[error("the rendered subject is {0} characters; email_queue.subject holds at most 500")]
+    SubjectTooLong(usize),
+}
+
+/// What a render produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parts {
+    /// One line: CR/LF removed.
+    pub subject: String,
+    /// CSS inlined.
+    pub html: String,
+    /// The rendered `body.txt`, or text made from the HTML.
+    pub text: String,
+}
+
+/// The common variables every email gets, whatever its data says.
+#[derive(Debug, Clone)]
+pub struct Common<'a> {
+    pub app_name: &'a str,
+    pub app_base_url: &'a str,
+    pub app_support_email: &'a str,
+    pub recipient_email: &'a str,
+    pub recipient_name: Option<&'a str>,
+    /// Empty for transactional and system email.
+    pub unsubscribe_url: &'a str,
+    pub year: i32,
+}
+
+/// A compiled template version, ready to render any number of times.
+pub struct Compiled {
+    tera: Tera,
+    has_text: bool,
+    /// Sources by file name, to quote expressions in errors.
+    sources: Vec<(&'static str, String)>,
+    pub variables: Vec<VariableDecl>,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("has_text", &self.has_text)
+            .field("variables", &self.variables.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Compiled {
+    /// Parses and links the sources with `layout`; every syntax error, unknown filter or
+    /// missing block is reported with its file and line.
+    pub fn new(
+        src: Sources<'_>,
+        layout: &str,
+        variables: Vec<VariableDecl>,
+    ) -> Result<Compiled, Vec<TemplateIssue>> {
+        let text = src.text.filter(|t| !t.trim().is_empty());
+        let mut sources = vec![
+            (files::LAYOUT, layout.to_string()),
+            (files::SUBJECT, src.subject.to_string()),
+            (files::HTML, src.html.to_string()),
+        ];
+        if let Some(t) = text {
+            sources.push((files::TEXT, t.to_string()));
+        }
+        let mut tera = Tera::new();
+        if let Err(e) = tera.add_raw_templates(sources.iter().map(|(n, s)| (*n, s.as_str()))) {
+            return Err(issues_from(&e, &sources));
+        }
+        Ok(Compiled {
+            tera,
+            has_text: text.is_some(),
+            sources,
+            variables,
+        })
+    }
+
+    /// Validates `data`, then renders subject, HTML (CSS inlined) and text.
+    pub fn render(
+        &self,
+        data: &Map<String, Value>,
+        common: &Common<'_>,
+    ) -> Result<Parts, RenderProblem> {
+        vars::validate(&self.variables, data)?;
+        let ctx = context(data, common);
+        let render = |name: &str| {
+            self.tera.render(name, &ctx).map_err(|e| {
+                let mut issues = issues_from(&e, &self.sources);
+                RenderProblem::Template(Box::new(issues.swap_remove(0)))
+            })
+        };
+        let subject = one_line(&render(files::SUBJECT)?);
+        let n = subject.chars().count();
+        if n > files::MAX_SUBJECT_CHARS {
+            return Err(RenderProblem::SubjectTooLong(n));
+        }
+        let html = inline_css(&render(files::HTML)?).map_err(RenderProblem::Css)?;
+        let text = if self.has_text {
+            render(files::TEXT)?.trim().to_string()
+        } else {
+            crate::delivery::message::html_to_text(&html)
+                .trim()
+                .to_string()
+        };
+        Ok(Parts {
+            subject,
+            html,
+            text,
+        })
+    }
+}
+
+/// The render context: the email's data, then the common variables over it.
+fn context(data: &Map<String, Value>, c: &Common<'_>) -> Context {
+    let mut ctx = Context::new();
+    for (k, v) in data {
+        ctx.insert(k.clone(), v);
+    }
+    ctx.insert(
+        "app",
+        &serde_json::json!({
+            "name": c.app_name,
+            "base_url": c.app_base_url,
+            "support_email": c.app_support_email,
+        }),
+    );
+    ctx.insert(
+        "recipient",
+        &serde_json::json!({
+            "email": c.recipient_email,
+            "name": c.recipient_name.unwrap_or(""),
+        }),
+    );
+    ctx.insert("unsubscribe_url", c.unsubscribe_url);
+    ctx.insert("year", &c.year);
+    ctx
+}
+
+/// Subjects never carry CR/LF: each line is trimmed and the non-empty ones joined by a space.
+pub fn one_line(s: &str) -> String {
+    s.split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Inlines `<style>` rules into `style` attributes for mail clients that drop `<style>`;
+/// at-rules (the `@media` queries) stay in a `<style>` element for those that keep it.
+/// Remote stylesheets are never fetched (the crate is built without that feature).
+pub fn inline_css(html: &str) -> Result<String, String> {
+    css_inline::CSSInliner::options()
+        .keep_style_tags(false)
+        .keep_at_rules(true)
+        .load_remote_stylesheets(false)
+        .build()
+        .inline(html)
+        .map_err(|e| e.to_string())
+}
+
+/// Turns a Tera error into located issues. Syntax and render errors carry their span;
+/// link-time errors (unknown filter, missing block) come as report text, which is parsed.
+fn issues_from(e: &tera::Error, sources: &[(&'static str, String)]) -> Vec<TemplateIssue> {
+    match e.kind() {
+        ErrorKind::SyntaxError(r) | ErrorKind::RenderingError(r) => {
+            let span = r.span();
+            let source = sources
+                .iter()
+                .find(|(n, _)| *n == r.filename())
+                .map(|(_, s)| s.as_str());
+            let report = e.to_string();
+            vec![TemplateIssue {
+                file: r.filename().to_string(),
+                line: Some(span.start_line),
+                col: Some(span.start_col + 1),
+                message: first_sentence(r.message()),
+                undefined: undefined_path(r.message(), source, span.range.clone()),
+                snippet: snippet_of(&report),
+            }]
+        }
+        ErrorKind::MissingParent { current, parent } => vec![TemplateIssue {
+            file: current.clone(),
+            line: Some(1),
+            col: None,
+            message: format!(
+                "extends {parent:?}, which is not a template here (the layout is \"layout.html\")"
+            ),
+            undefined: None,
+            snippet: None,
+        }],
+        _ => parse_reports(&e.to_string()),
+    }
+}
+
+/// "Variable `x` is not defined. Available variables: ..." → "Variable `x` is not defined."
+fn first_sentence(message: &str) -> String {
+    match message.find(". ") {
+        Some(i) => message[..=i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// The full path of an undefined variable: Tera names the variable, or for a field only the
+/// field, so the path is read back from the source just before the span's end.
+fn undefined_path(
+    message: &str,
+    source: Option<&str>,
+    range: std::ops::Range<usize>,
+) -> Option<String> {
+    let quoted = message.split('`').nth(1)?;
+    if message.starts_with("Variable `") {
+        return Some(quoted.to_string());
+    }
+    if !message.starts_with("Field `") {
+        return None;
+    }
+    let source = source?;
+    let end = range.end.min(source.len());
+    let head = source.get(..end)?;
+    let start = head
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+        .last()
+        .map_or(end, |(i, _)| i);
+    let path = &head[start..];
+    Some(if path.ends_with(quoted) {
+        path.to_string()
+    } else {
+        quoted.to_string()
+    })
+}
+
+/// The lines of a Tera report after its first line (the source line with the caret).
+fn snippet_of(report: &str) -> Option<String> {
+    let rest: Vec<&str> = report.lines().skip(2).collect();
+    (!rest.is_empty()).then(|| rest.join("\n"))
+}
+
+/// Parses report text: blocks of `error: MESSAGE` then ` --> name:line:col`.
+fn parse_reports(text: &str) -> Vec<TemplateIssue> {
+    let mut issues = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(message) = line.strip_prefix("error: ") else {
+            continue;
+        };
+        let loc = lines
+            .get(i + 1)
+            .and_then(|l| l.trim_start().strip_prefix("--> "));
+        let (file, line_no, col) = match loc.map(|l| l.rsplitn(3, ':').collect::<Vec<_>>()) {
+            Some(parts) if parts.len() == 3 => (
+                parts[2].to_string(),
+                parts[1].parse().ok(),
+                parts[0].parse().ok(),
+            ),
+            _ => (String::from("template"), None, None),
+        };
+        let snippet: Vec<&str> = lines
+            .iter()
+            .skip(i + 2)
+            .take_while(|l| !l.starts_with("error: ") && !l.trim().is_empty())
+            .copied()
+            .collect();
+        issues.push(TemplateIssue {
+            file,
+            line: line_no,
+            col,
+            message: message.to_string(),
+            undefined: None,
+            snippet: (!snippet.is_empty()).then(|| snippet.join("\n")),
+        });
+    }
+    if issues.is_empty() {
+        issues.push(TemplateIssue {
+            file: "template".into(),
+            line: None,
+            col: None,
+            message: text
+                .lines()
+                .next()
+                .unwrap_or("invalid template")
+                .to_string(),
+            undefined: None,
+            snippet: None,
+        });
+    }
+    issues
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn common() -> Common<'static> {
+        Common {
+            app_name: "Adopt Don't Shop",
+            app_base_url: "https://adoptdontshop.com",
+            app_support_email: "support@adoptdontshop.com",
+            recipient_email: "maya@example.com",
+            recipient_name: Some("Maya"),
+            unsubscribe_url: "",
+            year: 2026,
+        }
+    }
+
+    fn compile(
+        subject: &str,
+        html: &str,
+        text: Option<&str>,
+    ) -> Result<Compiled, Vec<TemplateIssue>> {
+        let decls =
+            serde_json::from_value(json!([{"name": "pet", "type": "object", "required": true}]))
+                .unwrap();
+        Compiled::new(
+            Sources {
+                subject,
+                html,
+                text,
+            },
+            EMBEDDED_LAYOUT,
+            decls,
+        )
+    }
+
+    fn data(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn renders_escaped_html_unescaped_text_and_a_one_line_subject() {
+        let c = compile(
+            "Meet {{ pet.name }}\r\n  & friends",
+            "{% extends \"layout.html\" %}{% block content %}<p class=\"muted\">{{ pet.name }}</p>{% endblock content %}",
+            Some("Hi {{ recipient.name }}, {{ pet.name }}"),
+        )
+        .unwrap();
+        let p = c
+            .render(&data(json!({"pet": {"name": "<Rex & Co>"}})), &common())
+            .unwrap();
+        assert_eq!(p.subject, "Meet <Rex & Co> & friends");
+        assert!(p.html.contains("&lt;Rex &amp; Co&gt;"), "{}", p.html);
+        assert_eq!(p.text, "Hi Maya, <Rex & Co>");
+        // CSS inlined, media queries kept in a style element.
+        assert!(p.html.contains(r#"<p class="muted" style="#), "{}", p.html);
+        assert!(p.html.contains("@media"));
+        assert!(
+            !p.html.contains(".card {"),
+            "plain rules are inlined, not kept"
+        );
+    }
+
+    #[test]
+    fn text_part_is_made_from_html_when_missing() {
+        let c = compile(
+            "s",
+            "<h1>Hello {{ pet.name }}</h1><p>Visit <a href=\"https://a.example/x\">us</a></p>",
+            None,
+        )
+        .unwrap();
+        let p = c
+            .render(&data(json!({"pet": {"name": "Rex"}})), &common())
+            .unwrap();
+        assert!(p.text.contains("Hello Rex"), "{}", p.text);
+        assert!(p.text.contains("https://a.example/x"), "{}", p.text);
+    }
+
+    #[test]
+    fn syntax_errors_are_located() {
+        let err = compile("ok", "<p>\n{{ pet.name }</p>", None).unwrap_err();
+        assert_eq!(err[0].file, "body.html");
+        assert_eq!(err[0].line, Some(2));
+        assert!(err[0].to_string().starts_with("body.html:2:"), "{}", err[0]);
+    }
+
+    #[test]
+    fn unknown_filters_are_located() {
+        let err = compile("{{ pet.name | shout }}", "x", None).unwrap_err();
+        assert_eq!(err[0].file, "subject.txt");
+        assert_eq!(err[0].line, Some(1));
+        assert!(err[0].message.contains("shout"), "{:?}", err[0]);
+    }
+
+    #[test]
+    fn missing_parent_is_reported() {
+        let err = compile("s", "{% extends \"base.html\" %}", None).unwrap_err();
+        assert_eq!(err[0].file, "body.html");
+        assert!(err[0].message.contains("base.html"));
+    }
+
+    #[test]
+    fn undefined_variables_and_fields_are_named_with_their_location() {
+        let c = compile("s", "<p>\n  {{ pet.nme }}</p>", Some("{{ owner }}")).unwrap();
+        let err = c
+            .render(&data(json!({"pet": {"name": "Rex"}})), &common())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "undefined variable \"pet.nme\" (body.html:2:10)"
+        );
+        let c = compile("s", "x", Some("a\n{{ owner.name }}")).unwrap();
+        let err = c.render(&data(json!({"pet": {}})), &common()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "undefined variable \"owner\" (body.txt:2:4)"
+        );
+    }
+
+    #[test]
+    fn variables_are_checked_before_rendering() {
+        let c = compile("s", "x", None).unwrap();
+        let err = c.render(&data(json!({})), &common()).unwrap_err();
+        assert_eq!(err.to_string(), "missing required variable \"pet\"");
+    }
+
+    #[test]
+    fn common_variables_win_over_data() {
+        let c = compile("{{ unsubscribe_url }}|{{ app.name }}|{{ year }}", "x", None).unwrap();
+        let p = c
+            .render(
+                &data(json!({"pet": {}, "unsubscribe_url": "https://evil.example", "app": {"name": "x"}})),
+                &common(),
+            )
+            .unwrap();
+        assert_eq!(p.subject, "|Adopt Don't Shop|2026");
+    }
+
+    #[test]
+    fn one_line_strips_line_breaks() {
+        assert_eq!(one_line("a\r\nb\n\n c \r"), "a b c");
+        assert_eq!(one_line("\n\n"), "");
+    }
+}

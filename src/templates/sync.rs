@@ -1,0 +1,484 @@
+//! `templates sync`: upserts the checked templates of the directory into `email_templates`,
+//! by name, in one transaction.
+//!
+//! - New name: inserted at version 1.
+//! - Same fields as the files: untouched (not even `updated_at`).
+//! - Changed subject, HTML, text or variables: the previous content is appended to
+//!   `versions` and `current_version` goes up; other attributes alone change in place.
+//! - Edited in the database since the last sync (the row's fields no longer hash to
+//!   `metadata.sync.source_hash` at `metadata.sync.synced_version`), or never written by
+//!   sync: skipped, with the reason, unless `--force`.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use super::files::TemplateFile;
+use super::store::{self, StoredTemplate, TemplateWrite};
+
+/// What sync did with one template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutcome {
+    Created,
+    NewVersion {
+        from: i32,
+        to: i32,
+    },
+    /// Attributes (status, tags, ...) changed; the content and its version did not.
+    AttributesUpdated {
+        version: i32,
+    },
+    Unchanged {
+        version: i32,
+    },
+    Skipped {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncEntry {
+    pub name: String,
+    pub outcome: SyncOutcome,
+}
+
+impl fmt::Display for SyncEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = &self.name;
+        match &self.outcome {
+            SyncOutcome::Created => write!(f, "created {n} (v1)"),
+            SyncOutcome::NewVersion { from, to } => write!(f, "updated {n}: v{from} -> v{to}"),
+            SyncOutcome::AttributesUpdated { version } => {
+                write!(f, "updated {n}: attributes only (still v{version})")
+            }
+            SyncOutcome::Unchanged { version } => write!(f, "unchanged {n} (v{version})"),
+            SyncOutcome::Skipped { reason } => write!(f, "skipped {n}: {reason}"),
+        }
+    }
+}
+
+/// Every template's outcome, in the order they were synced (parents first).
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    pub entries: Vec<SyncEntry>,
+}
+
+impl SyncReport {
+    pub fn count(&self, pred: impl Fn(&SyncOutcome) -> bool) -> usize {
+        self.entries.iter().filter(|e| pred(&e.outcome)).count()
+    }
+
+    pub fn skipped(&self) -> usize {
+        self.count(|o| matches!(o, SyncOutcome::Skipped { .. }))
+    }
+}
+
+impl fmt::Display for SyncReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} created, {} new version(s), {} attribute update(s), {} unchanged, {} skipped",
+            self.count(|o| matches!(o, SyncOutcome::Created)),
+            self.count(|o| matches!(o, SyncOutcome::NewVersion { .. })),
+            self.count(|o| matches!(o, SyncOutcome::AttributesUpdated { .. })),
+            self.count(|o| matches!(o, SyncOutcome::Unchanged { .. })),
+            self.skipped(),
+        )
+    }
+}
+
+/// The fields sync owns, in a fixed shape: compared field by field, and hashed (over a
+/// canonical JSON form) into `metadata.sync.source_hash`.
+#[derive(Debug, Serialize)]
+struct Fields<'a> {
+    subject: &'a str,
+    html_content: &'a str,
+    text_content: Option<&'a str>,
+    variables: Value,
+    description: Option<&'a str>,
+    #[serde(rename = "type")]
+    template_type: &'a str,
+    category: &'a str,
+    status: &'a str,
+    locale: &'a str,
+    parent: Option<&'a str>,
+    is_default: bool,
+    priority: i32,
+    tags: &'a [String],
+}
+
+/// The fields whose change makes a new version.
+const CONTENT_FIELDS: [&str; 4] = ["subject", "html_content", "text_content", "variables"];
+
+impl<'a> Fields<'a> {
+    fn of_file(t: &'a TemplateFile) -> Fields<'a> {
+        Fields {
+            subject: &t.subject,
+            html_content: &t.html,
+            text_content: t.text.as_deref(),
+            variables: serde_json::to_value(&t.variables).unwrap_or(Value::Null),
+            description: t.description.as_deref(),
+            template_type: &t.template_type,
+            category: &t.category,
+            status: &t.status,
+            locale: &t.locale,
+            parent: t.parent.as_deref(),
+            is_default: t.is_default,
+            priority: t.priority,
+            tags: &t.tags,
+        }
+    }
+
+    fn of_row(r: &'a StoredTemplate) -> Fields<'a> {
+        Fields {
+            subject: &r.subject,
+            html_content: &r.html_content,
+            text_content: r.text_content.as_deref(),
+            variables: r.variables.clone().unwrap_or_else(|| json!([])),
+            description: r.description.as_deref(),
+            template_type: &r.template_type,
+            category: &r.category,
+            status: &r.status,
+            locale: r.locale.as_deref().unwrap_or(""),
+            parent: r.parent_name.as_deref(),
+            is_default: r.is_default.unwrap_or(false),
+            priority: r.priority.unwrap_or(0),
+            tags: r.tags.as_deref().unwrap_or(&[]),
+        }
+    }
+
+    fn to_map(&self) -> serde_json::Map<String, Value> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    fn hash(&self) -> String {
+        let mut canonical = String::new();
+        write_canonical(&Value::Object(self.to_map()), &mut canonical);
+        let digest = Sha256::digest(canonical.as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// JSON with object keys sorted at every level, so equal values hash equally however they
+/// were stored (jsonb reorders keys).
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&m[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// What to do with one template, decided before anything is written.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    Create,
+    Unchanged {
+        version: i32,
+    },
+    Update {
+        id: uuid::Uuid,
+        from: i32,
+        new_version: bool,
+        old_notes: String,
+    },
+    Skip(String),
+}
+
+fn plan(file: &Fields<'_>, row: Option<&StoredTemplate>, force: bool) -> Plan {
+    let Some(row) = row else {
+        return Plan::Create;
+    };
+    let stored = Fields::of_row(row);
+    let (want, have) = (file.to_map(), stored.to_map());
+    let differing: Vec<&str> = want
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if differing.is_empty() {
+        return Plan::Unchanged {
+            version: row.current_version,
+        };
+    }
+    let sync = row
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get("sync"))
+        .filter(|s| s.is_object());
+    let stored_hash = stored.hash();
+    let as_last_synced = sync.is_some_and(|s| {
+        s.get("source_hash").and_then(Value::as_str) == Some(stored_hash.as_str())
+            && s.get("synced_version").and_then(Value::as_i64)
+                == Some(i64::from(row.current_version))
+    });
+    if !as_last_synced && !force {
+        let why = if sync.is_none() {
+            "it was not written by templates sync (no metadata.sync)"
+        } else {
+            "it was edited in the database since the last sync"
+        };
+        return Plan::Skip(format!(
+            "{why}; it differs from the files in {}; use --force to overwrite it (its current content is kept in versions)",
+            differing.join(", ")
+        ));
+    }
+    let new_version = differing.iter().any(|f| CONTENT_FIELDS.contains(f));
+    let old_notes = if as_last_synced {
+        format!("templates sync (source sha256 {})", &stored_hash[..12])
+    } else {
+        "edited in the database; replaced by templates sync --force".to_string()
+    };
+    Plan::Update {
+        id: row.template_id,
+        from: row.current_version,
+        new_version,
+        old_notes,
+    }
+}
+
+/// Syncs the (already checked) templates in one transaction.
+pub async fn sync_templates(
+    pool: &PgPool,
+    templates: &[TemplateFile],
+    force: bool,
+) -> Result<SyncReport, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    store::lock_for_sync(&mut tx).await?;
+    store::ensure_system_user(&mut tx).await?;
+    let names: Vec<String> = templates.iter().map(|t| t.name.clone()).collect();
+    let rows = store::rows_for_sync(&mut tx, &names).await?;
+    let mut report = SyncReport::default();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for t in templates {
+        let row = rows.iter().find(|r| r.name == t.name);
+        let fields = Fields::of_file(t);
+        let write = TemplateWrite {
+            name: &t.name,
+            description: t.description.as_deref(),
+            template_type: &t.template_type,
+            category: &t.category,
+            status: &t.status,
+            subject: &t.subject,
+            html_content: &t.html,
+            text_content: t.text.as_deref(),
+            variables: fields.variables.clone(),
+            locale: &t.locale,
+            parent: t.parent.as_deref(),
+            is_default: t.is_default,
+            priority: t.priority,
+            tags: &t.tags,
+        };
+        let sync_meta = |version: i32| {
+            json!({
+                "source_hash": fields.hash(),
+                "synced_version": version,
+                "synced_at": now,
+                "source": t.dir.display().to_string(),
+            })
+        };
+        let outcome = match plan(&fields, row, force) {
+            Plan::Create => {
+                store::insert_template(&mut tx, &write, &sync_meta(1)).await?;
+                SyncOutcome::Created
+            }
+            Plan::Unchanged { version } => SyncOutcome::Unchanged { version },
+            Plan::Skip(reason) => SyncOutcome::Skipped { reason },
+            Plan::Update {
+                id,
+                from,
+                new_version,
+                old_notes,
+            } => {
+                let to = if new_version { from + 1 } else { from };
+                store::update_template(
+                    &mut tx,
+                    id,
+                    &write,
+                    new_version,
+                    &old_notes,
+                    &sync_meta(to),
+                )
+                .await?;
+                if new_version {
+                    SyncOutcome::NewVersion { from, to }
+                } else {
+                    SyncOutcome::AttributesUpdated { version: to }
+                }
+            }
+        };
+        report.entries.push(SyncEntry {
+            name: t.name.clone(),
+            outcome,
+        });
+    }
+    tx.commit().await?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> TemplateFile {
+        TemplateFile {
+            dir: "templates/welcome".into(),
+            name: "welcome".into(),
+            description: Some("d".into()),
+            template_type: "transactional".into(),
+            category: "welcome".into(),
+            locale: "en-US".into(),
+            is_default: true,
+            priority: 0,
+            tags: vec!["a".into()],
+            status: "active".into(),
+            parent: None,
+            variables: serde_json::from_value(json!([
+                {"name": "user", "type": "object", "required": true, "example": {"first_name": "Maya", "n": 1}}
+            ]))
+            .unwrap(),
+            subject: "Hi".into(),
+            html: "<p>Hi</p>".into(),
+            text: None,
+        }
+    }
+
+    /// The row as the last sync of `f` left it, read back from the database (jsonb reorders keys).
+    fn row_of(f: &TemplateFile, version: i32) -> StoredTemplate {
+        let fields = Fields::of_file(f);
+        let mut variables = serde_json::to_string(&fields.variables).unwrap();
+        variables = variables.replace(r#"{"name":"user","type":"object","required":true,"example":{"first_name":"Maya","n":1}}"#, r#"{"example":{"n":1,"first_name":"Maya"},"name":"user","required":true,"type":"object"}"#);
+        StoredTemplate {
+            template_id: uuid::Uuid::nil(),
+            name: f.name.clone(),
+            description: f.description.clone(),
+            template_type: f.template_type.clone(),
+            category: f.category.clone(),
+            status: f.status.clone(),
+            subject: f.subject.clone(),
+            html_content: f.html.clone(),
+            text_content: f.text.clone(),
+            variables: Some(serde_json::from_str(&variables).unwrap()),
+            metadata: Some(
+                json!({"sync": {"source_hash": fields.hash(), "synced_version": version}, "other": 1}),
+            ),
+            locale: Some(f.locale.clone()),
+            parent_name: None,
+            current_version: version,
+            is_default: Some(f.is_default),
+            priority: Some(f.priority),
+            tags: Some(f.tags.clone()),
+        }
+    }
+
+    #[test]
+    fn hash_ignores_key_order() {
+        let f = file();
+        let r = row_of(&f, 1);
+        assert_eq!(Fields::of_file(&f).hash(), Fields::of_row(&r).hash());
+    }
+
+    #[test]
+    fn new_and_unchanged() {
+        let f = file();
+        assert_eq!(plan(&Fields::of_file(&f), None, false), Plan::Create);
+        assert_eq!(
+            plan(&Fields::of_file(&f), Some(&row_of(&f, 3)), false),
+            Plan::Unchanged { version: 3 }
+        );
+    }
+
+    #[test]
+    fn changed_content_makes_a_new_version_and_attributes_do_not() {
+        let old = file();
+        let row = row_of(&old, 1);
+        let mut f = file();
+        f.html = "<p>Hello</p>".into();
+        assert!(matches!(
+            plan(&Fields::of_file(&f), Some(&row), false),
+            Plan::Update {
+                new_version: true,
+                ..
+            }
+        ));
+        let mut f = file();
+        f.tags = vec!["b".into()];
+        assert!(matches!(
+            plan(&Fields::of_file(&f), Some(&row), false),
+            Plan::Update {
+                new_version: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn admin_edits_are_skipped_unless_forced() {
+        let f = file();
+        let mut row = row_of(&f, 2);
+        row.html_content = "<p>Edited by an admin</p>".into();
+        let mut newer = file();
+        newer.subject = "Hello".into();
+        match plan(&Fields::of_file(&newer), Some(&row), false) {
+            Plan::Skip(reason) => {
+                assert!(reason.contains("edited in the database"), "{reason}");
+                assert!(
+                    reason.contains("html_content") && reason.contains("subject"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            plan(&Fields::of_file(&newer), Some(&row), true),
+            Plan::Update {
+                new_version: true,
+                ..
+            }
+        ));
+        // A version bump without a sync also counts as an edit.
+        let mut row = row_of(&f, 2);
+        row.current_version = 3;
+        assert!(matches!(
+            plan(&Fields::of_file(&newer), Some(&row), false),
+            Plan::Skip(_)
+        ));
+        // Never synced.
+        let mut row = row_of(&f, 1);
+        row.metadata = Some(json!({}));
+        match plan(&Fields::of_file(&newer), Some(&row), false) {
+            Plan::Skip(reason) => {
+                assert!(reason.contains("not written by templates sync"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

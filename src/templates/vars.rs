@@ -1,0 +1,285 @@
+//! Template variables: their declarations (`[[variables]]` in template.toml, the `variables`
+//! column) and the check of an email's `template_data` against them before anything renders.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The declared type of a variable. Unknown names (e.g. written by another tool into the
+/// database) are kept and not checked; `template.toml` may only use the known ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VarType {
+    String,
+    Number,
+    Boolean,
+    Object,
+    Array,
+    /// An absolute `http(s)` URL.
+    Url,
+    Email,
+    /// A date/time, preformatted for the reader (a string).
+    Datetime,
+    Other(String),
+}
+
+impl VarType {
+    pub fn as_str(&self) -> &str {
+        match self {
+            VarType::String => "string",
+            VarType::Number => "number",
+            VarType::Boolean => "boolean",
+            VarType::Object => "object",
+            VarType::Array => "array",
+            VarType::Url => "url",
+            VarType::Email => "email",
+            VarType::Datetime => "datetime",
+            VarType::Other(s) => s,
+        }
+    }
+
+    fn parse(s: &str) -> VarType {
+        match s {
+            "string" => VarType::String,
+            "number" => VarType::Number,
+            "boolean" | "bool" => VarType::Boolean,
+            "object" => VarType::Object,
+            "array" => VarType::Array,
+            "url" => VarType::Url,
+            "email" => VarType::Email,
+            "datetime" | "date" => VarType::Datetime,
+            other => VarType::Other(other.to_string()),
+        }
+    }
+
+    /// Whether `value` has this type; `Other` accepts anything.
+    fn accepts(&self, value: &Value) -> bool {
+        match self {
+            VarType::String | VarType::Datetime => value.is_string(),
+            VarType::Number => value.is_number(),
+            VarType::Boolean => value.is_boolean(),
+            VarType::Object => value.is_object(),
+            VarType::Array => value.is_array(),
+            VarType::Url => value.as_str().is_some_and(is_absolute_http_url),
+            VarType::Email => value
+                .as_str()
+                .is_some_and(email_address::EmailAddress::is_valid),
+            VarType::Other(_) => true,
+        }
+    }
+
+    /// "an object", "a url (absolute http or https)"...
+    fn described(&self) -> String {
+        match self {
+            VarType::Object | VarType::Array | VarType::Email => format!("an {}", self.as_str()),
+            VarType::Url => "a url (absolute http or https)".into(),
+            VarType::Datetime => "a datetime (a preformatted string)".into(),
+            other => format!("a {}", other.as_str()),
+        }
+    }
+}
+
+impl Serialize for VarType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for VarType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(VarType::parse(&String::deserialize(d)?))
+    }
+}
+
+fn is_absolute_http_url(s: &str) -> bool {
+    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+}
+
+/// One `[[variables]]` entry. Stored as JSON in `email_templates.variables` (and in each
+/// `versions` entry); extra keys written by other tools are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariableDecl {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub var_type: VarType,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub example: Option<Value>,
+}
+
+/// Why `template_data` does not fit the declarations. Displayed in `failure_reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VarProblem {
+    #[error("missing required variable \"{0}\"")]
+    Missing(String),
+    #[error("variable \"{name}\" must be {expected}, got {found}")]
+    WrongType {
+        name: String,
+        expected: String,
+        found: String,
+    },
+}
+
+/// Checks every declared variable: required ones present (and not null), present ones of
+/// their declared type. Undeclared keys are allowed.
+pub fn validate(decls: &[VariableDecl], data: &Map<String, Value>) -> Result<(), VarProblem> {
+    for d in decls {
+        match data.get(&d.name) {
+            None | Some(Value::Null) if d.required => {
+                return Err(VarProblem::Missing(d.name.clone()));
+            }
+            None | Some(Value::Null) => {}
+            Some(v) if !d.var_type.accepts(v) => {
+                return Err(VarProblem::WrongType {
+                    name: d.name.clone(),
+                    expected: d.var_type.described(),
+                    found: if v.is_string() && matches!(d.var_type, VarType::Url | VarType::Email) {
+                        "a string that is not one".to_string()
+                    } else {
+                        json_kind(v).to_string()
+                    },
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// "a string", "an object"...: what a JSON value is, never what it holds (reasons are shown
+/// to operators and must not leak tokens from the data).
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Whether the JSON text of `v` would exceed `limit` bytes, computed without serialising
+/// (an estimate within a few percent: escapes are counted as one byte) and stopping early.
+pub fn exceeds_size(v: &Value, limit: usize) -> bool {
+    fn walk(v: &Value, budget: &mut isize) -> bool {
+        *budget -= match v {
+            Value::Null | Value::Bool(_) => 5,
+            Value::Number(_) => 8,
+            Value::String(s) => s.len() as isize + 2,
+            Value::Array(a) => {
+                *budget -= a.len() as isize + 2;
+                for x in a {
+                    if walk(x, budget) {
+                        return true;
+                    }
+                }
+                0
+            }
+            Value::Object(m) => {
+                *budget -= 2;
+                for (k, x) in m {
+                    *budget -= k.len() as isize + 4;
+                    if walk(x, budget) {
+                        return true;
+                    }
+                }
+                0
+            }
+        };
+        *budget < 0
+    }
+    let mut budget = isize::try_from(limit).unwrap_or(isize::MAX);
+    walk(v, &mut budget)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decls() -> Vec<VariableDecl> {
+        serde_json::from_value(json!([
+            {"name": "pet", "type": "object", "required": true},
+            {"name": "reset_url", "type": "url", "required": true},
+            {"name": "hours", "type": "number", "required": false},
+            {"name": "when", "type": "datetime"},
+            {"name": "to", "type": "email"},
+            {"name": "extra", "type": "whatever-another-tool-wrote", "defaultValue": 3}
+        ]))
+        .unwrap()
+    }
+
+    fn data(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn valid_data_passes_and_undeclared_keys_are_allowed() {
+        let d = data(
+            json!({"pet": {"name": "Rex"}, "reset_url": "https://a.example/r?t=1",
+            "hours": 2, "when": "Monday", "to": "a@b.example", "extra": [1], "other": true}),
+        );
+        assert_eq!(validate(&decls(), &d), Ok(()));
+    }
+
+    #[test]
+    fn missing_and_null_required_variables_are_named() {
+        let d = data(json!({"reset_url": "https://a.example/"}));
+        assert_eq!(
+            validate(&decls(), &d).unwrap_err().to_string(),
+            r#"missing required variable "pet""#
+        );
+        let d = data(json!({"pet": null, "reset_url": "https://a.example/"}));
+        assert_eq!(
+            validate(&decls(), &d),
+            Err(VarProblem::Missing("pet".into()))
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_the_variable_and_expected_type() {
+        let d = data(json!({"pet": "Rex", "reset_url": "https://a.example/"}));
+        assert_eq!(
+            validate(&decls(), &d).unwrap_err().to_string(),
+            r#"variable "pet" must be an object, got a string"#
+        );
+        let d = data(json!({"pet": {}, "reset_url": "javascript:alert(1)"}));
+        assert_eq!(
+            validate(&decls(), &d).unwrap_err().to_string(),
+            r#"variable "reset_url" must be a url (absolute http or https), got a string that is not one"#
+        );
+        let d = data(json!({"pet": {}, "reset_url": "https://a.example/", "hours": "2"}));
+        assert_eq!(
+            validate(&decls(), &d).unwrap_err().to_string(),
+            r#"variable "hours" must be a number, got a string"#
+        );
+        let d = data(json!({"pet": {}, "reset_url": "https://a.example/", "to": "nobody"}));
+        assert!(validate(&decls(), &d).is_err());
+    }
+
+    #[test]
+    fn optional_null_is_fine() {
+        let d = data(json!({"pet": {}, "reset_url": "https://a.example/", "hours": null}));
+        assert_eq!(validate(&decls(), &d), Ok(()));
+    }
+
+    #[test]
+    fn declarations_roundtrip_through_json() {
+        let d = decls();
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(v[5]["type"], "whatever-another-tool-wrote");
+        let back: Vec<VariableDecl> = serde_json::from_value(v).unwrap();
+        assert_eq!(back, d);
+    }
+
+    #[test]
+    fn size_bound_is_close_to_the_serialised_length() {
+        let v = json!({"a": "x".repeat(1000), "b": [1, 2, 3], "c": {"d": null}});
+        let len = serde_json::to_string(&v).unwrap().len();
+        assert!(!exceeds_size(&v, len + 64));
+        assert!(exceeds_size(&v, len - 64));
+        assert!(exceeds_size(&json!(["y".repeat(300_000)]), 256 * 1024));
+    }
+}
