@@ -193,7 +193,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::SendTest(_) => bail!("send-test: not available in this build yet"),
+        Command::SendTest(args) => {
+            use crate::api::templates::{TestSend, send_test};
+            let pool = db::connect(&settings.database).await?;
+            let templates = crate::templates::Templates::new(pool.clone(), &settings);
+            let to = args.to.clone();
+            let test = TestSend {
+                to: args.to,
+                to_name: None,
+                template: args.template,
+                locale: None,
+                data: None,
+                created_by: None,
+            };
+            let id = send_test(&pool, &templates, &settings, test).await?;
+            println!(
+                "send-test: queued {id} to {to} (urgent); a running worker sends it, or run `adopt-worker drain`"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

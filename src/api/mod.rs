@@ -13,6 +13,7 @@ pub mod health;
 pub mod idempotency;
 pub mod templates;
 pub mod tokens;
+pub mod tracking;
 pub mod unsubscribe;
 pub mod webhooks;
 
@@ -40,6 +41,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use crate::config::Settings;
+use crate::templates::Templates;
 use auth::JwtVerifier;
 use error::ApiError;
 
@@ -58,11 +60,11 @@ pub struct ApiState(Arc<Inner>);
 
 struct Inner {
     pool: PgPool,
+    templates: Templates,
     prometheus: PrometheusHandle,
     settings: Settings,
     stopping: watch::Receiver<bool>,
     jwt: Option<JwtVerifier>,
-    #[allow(dead_code)] // used by the template test-send route
     test_sends: KeyedLimiter,
     /// Unix seconds of the last sweep of expired idempotency keys and webhook signatures.
     last_sweep: AtomicI64,
@@ -80,6 +82,9 @@ impl ApiState {
         let per_minute =
             NonZeroU32::new(settings.auth.test_sends_per_minute).unwrap_or(NonZeroU32::MIN);
         ApiState(Arc::new(Inner {
+            // A handle of its own: renders that only validate must not count as template
+            // usage (the worker's handle counts what is sent).
+            templates: Templates::new(pool.clone(), settings),
             pool,
             prometheus,
             jwt: JwtVerifier::from_settings(&settings.auth),
@@ -92,6 +97,10 @@ impl ApiState {
 
     pub fn pool(&self) -> &PgPool {
         &self.0.pool
+    }
+
+    pub fn templates(&self) -> &Templates {
+        &self.0.templates
     }
 
     pub fn prometheus(&self) -> &PrometheusHandle {
@@ -111,7 +120,6 @@ impl ApiState {
     }
 
     /// Per-admin limit on template test sends; `Err(seconds)` says when to come back.
-    #[allow(dead_code)] // used by the template test-send route
     pub(crate) fn check_test_send(&self, key: &str) -> Result<(), u64> {
         use governor::clock::{Clock, DefaultClock};
         self.0
@@ -186,6 +194,11 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(emails::enqueue_batch).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)))
         .routes(routes!(emails::get_email))
         .routes(routes!(emails::retry_email))
+        .routes(routes!(templates::list))
+        .routes(routes!(templates::preview))
+        .routes(routes!(templates::test_send))
+        .routes(routes!(tracking::open_pixel))
+        .routes(routes!(tracking::click))
         .routes(routes!(unsubscribe::page, unsubscribe::unsubscribe))
         .routes(routes!(webhooks::events))
 }

@@ -12,6 +12,7 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::ApiState;
 use super::error::ApiError;
+use crate::metrics::{self, UnsubscribeVia};
 use crate::preferences;
 
 /// The parts of a link: its token and its optional category (None also when malformed).
@@ -71,6 +72,7 @@ pub async fn page(
              <p>Account and security emails (password resets, adoption updates you must act on) \
              still arrive.</p>\
              <form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
+             <input type=\"hidden\" name=\"via\" value=\"page\">\
              <button type=\"submit\">Unsubscribe</button></form>",
             escape(&target.masked_email),
             escape(app)
@@ -111,8 +113,15 @@ pub async fn unsubscribe(
     if !done || !link.valid {
         return Ok(not_found(app));
     }
+    let via = if url::form_urlencoded::parse(&body).any(|(k, v)| k == "via" && v == "page") {
+        UnsubscribeVia::Page
+    } else {
+        UnsubscribeVia::OneClick
+    };
+    metrics::unsubscribed(via);
     tracing::info!(
         category = category.unwrap_or("all"),
+        via = via.as_str(),
         "recipient unsubscribed"
     );
     let body = format!(

@@ -3,6 +3,7 @@
 mod auth;
 mod emails;
 mod openapi;
+mod templates;
 mod unsubscribe;
 mod webhooks;
 

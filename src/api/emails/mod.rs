@@ -22,6 +22,7 @@ use super::error::{
     ApiError, ApiPath, ApiQuery, ErrorBody, FieldError, RawBody, parse_json, require_json,
 };
 use super::idempotency;
+use super::templates::TemplateUseError;
 use crate::queue::{self, EmailStatus, ListAfter, ListFilter, RetryResult};
 
 /// Most emails in one batch.
@@ -142,10 +143,11 @@ async fn enqueue(
         let index = (batch == Batch::Yes).then_some(i);
         match prepare(&state, item).await {
             Ok(v) => rows.push(v),
-            Err(errs) => errors.extend(errs.into_iter().map(|mut e| {
+            Err(TemplateUseError::Invalid(errs)) => errors.extend(errs.into_iter().map(|mut e| {
                 e.index = index;
                 e
             })),
+            Err(e) => return Err(e.into()),
         }
     }
     check_users(&state, &rows, batch, &mut errors).await?;
@@ -220,11 +222,11 @@ fn parse_batch(body: &[u8]) -> Result<Vec<EnqueueRequest>, ApiError> {
 async fn prepare(
     state: &ApiState,
     req: EnqueueRequest,
-) -> Result<queue::NewEmail, Vec<FieldError>> {
-    let v = request::validate(req, &state.settings().app)?;
+) -> Result<queue::NewEmail, TemplateUseError> {
+    let v = request::validate(req, &state.settings().app).map_err(TemplateUseError::Invalid)?;
     match v.template {
         None => Ok(v.email),
-        Some(t) => super::templates::resolve_for_enqueue(state, v.email, t, v.type_given).await,
+        Some(t) => super::templates::resolve_for_enqueue(state.templates(), v.email, t).await,
     }
 }
 

@@ -41,7 +41,7 @@ pub struct EnqueueRequest {
     #[schema(value_type = Option<Object>)]
     pub data: Option<Value>,
     /// Decides which opt-outs apply: marketing and notification mail honours unsubscribes.
-    /// Required for rendered content; defaults to the template's type for template emails.
+    /// Required.
     #[serde(rename = "type")]
     pub email_type: Option<EmailType>,
     /// Default `normal`.
@@ -92,13 +92,11 @@ pub struct TemplateRef {
 }
 
 /// A request that passed validation: the row to insert, and the template to resolve (then
-/// `email.template_id`, `metadata.templateVersion` and, if absent, the type come from it).
+/// `email.template_id` and `metadata.templateVersion` come from it).
 #[derive(Debug, Clone)]
 pub struct Validated {
     pub email: NewEmail,
     pub template: Option<TemplateRef>,
-    /// Whether the caller gave `type` (else a template's type is used).
-    pub type_given: bool,
 }
 
 /// Collects field errors; `index` is set for batch items.
@@ -243,15 +241,15 @@ pub fn validate(req: EnqueueRequest, app: &AppSettings) -> Result<Validated, Vec
             if !has_body {
                 c.fail("html", "html and/or text is required and must not be empty");
             }
-            if req.email_type.is_none() {
-                c.fail(
-                    "type",
-                    "required: transactional, notification, marketing or system",
-                );
-            }
             None
         }
     };
+    if req.email_type.is_none() {
+        c.fail(
+            "type",
+            "required: transactional, notification, marketing or system (it decides which opt-outs apply)",
+        );
+    }
     if let Some(m) = req.max_retries
         && !(0..=20).contains(&m)
     {
@@ -299,11 +297,7 @@ pub fn validate(req: EnqueueRequest, app: &AppSettings) -> Result<Validated, Vec
         created_by: None,
         tags: req.tags,
     };
-    Ok(Validated {
-        email,
-        template,
-        type_given: req.email_type.is_some(),
-    })
+    Ok(Validated { email, template })
 }
 
 #[cfg(test)]
@@ -367,13 +361,13 @@ mod tests {
         assert_eq!(f, vec!["html", "type"]);
         let f = fields(
             serde_json::json!({"to": "a@example.com", "template": "welcome",
-            "html": "x"}),
+            "html": "x", "type": "system"}),
         );
         assert_eq!(f, vec!["template"]);
         let f = fields(
             serde_json::json!({"to": "a@example.com", "template": "welcome",
             "data": [1]}),
         );
-        assert_eq!(f, vec!["data"]);
+        assert_eq!(f, vec!["data", "type"]);
     }
 }

@@ -213,11 +213,11 @@ async fn bad_input_is_refused_with_the_field_named_and_nothing_inserted() {
         (with(json!({"html": "", "text": null})), "html"),
         (with(json!({"template": "welcome"})), "template"),
         (
-            json!({"to": "a@example.com", "template": "welcome", "data": [1]}),
+            json!({"to": "a@example.com", "template": "welcome", "data": [1], "type": "system"}),
             "data",
         ),
         (
-            json!({"to": "a@example.com", "template": "no-such-template"}),
+            json!({"to": "a@example.com", "template": "no-such-template", "type": "system"}),
             "template",
         ),
     ];
