@@ -336,6 +336,22 @@ mod tests {
     }
 
     #[test]
+    fn tracking_needs_to_be_enabled_and_have_a_secret() {
+        let mut settings = TrackingSettings {
+            enabled: true,
+            types: vec![EmailType::Marketing],
+            secret: String::new(),
+        };
+        assert!(Tracker::from_settings(&settings, "https://api.example").is_none());
+        settings.secret = "0123456789abcdef".into();
+        let t = Tracker::from_settings(&settings, "https://api.example").unwrap();
+        assert!(t.tracks(EmailType::Marketing) && !t.tracks(EmailType::Transactional));
+        assert!(!format!("{t:?}").contains("0123456789abcdef"));
+        settings.enabled = false;
+        assert!(Tracker::from_settings(&settings, "https://api.example").is_none());
+    }
+
+    #[test]
     fn inject_rewrites_links_and_adds_one_pixel() {
         let tr = Tracker::new(KEY, "https://api.example/", vec![EmailType::Marketing]);
         let html = r#"<html><body><a href="https://adoptdontshop.com/pets?a=1&amp;b=2">Pets</a>

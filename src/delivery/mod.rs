@@ -134,7 +134,8 @@ impl Deliverer {
             Ok(u) => u,
             Err(failure) => return (self.classify(email, failure), None),
         };
-        let rendered = match self.render_content(email, unsubscribe.as_ref()).await {
+        let unsubscribe_url = unsubscribe.as_ref().map(|u| u.url.clone());
+        let rendered = match self.render_content(email, unsubscribe_url).await {
             Ok(r) => r,
             Err(failure) => return (self.classify(email, failure), None),
         };
@@ -186,21 +187,23 @@ impl Deliverer {
     }
 
     /// Template rows (`template_id` set, `html_content` empty) are rendered here, tracking
-    /// and the unsubscribe link included; what is returned is sent and written back to the
-    /// row. `None`: the row carries its own content. A render problem fails the row with a
-    /// reason naming it (e.g. a missing variable); a database error during the render is
-    /// retried.
+    /// included; what is returned is sent and written back to the row. `None`: the row
+    /// carries its own content. A render problem fails the row with a reason naming it
+    /// (e.g. a missing variable); a database error during the render is retried.
     async fn render_content(
         &self,
         email: &ClaimedEmail,
-        unsubscribe: Option<&ListUnsubscribe>,
+        unsubscribe_url: Option<String>,
     ) -> Result<Option<RenderedContent>, SendFailure> {
         if email.template_id.is_none() || !email.html_content.trim().is_empty() {
             return Ok(None);
         }
         let started = Instant::now();
-        let url = unsubscribe.map(|u| u.url.clone());
-        match self.templates.render_for_email(email, url).await {
+        match self
+            .templates
+            .render_for_email(email, unsubscribe_url)
+            .await
+        {
             Ok(r) => {
                 metrics::rendered(started.elapsed());
                 Ok(Some(r))
@@ -292,12 +295,12 @@ impl Deliverer {
         rendered: Option<&RenderedContent>,
     ) -> Result<Recorded, sqlx::Error> {
         let pool = &self.pool;
+        let max = self.policy.retry.default_max_retries;
         // A rendered template row keeps what was rendered whatever the outcome (sent rows
         // get it in the same statement as the transition).
         if let (Some(r), false) = (rendered, matches!(outcome, Outcome::Sent(_))) {
             queue::keep_rendered(pool, email, r).await?;
         }
-        let max = self.policy.retry.default_max_retries;
         match outcome {
             Outcome::Sent(a) => {
                 queue::mark_sent(

@@ -26,9 +26,8 @@ impl TemplateIds {
         if let Some(id) = self.cache.get(name) {
             return Ok(*id);
         }
-        // TODO(templates): replace with the templates module's lookup (name + locale with
-        // fallback) once branch `templates` is on main. The worker picks the locale at
-        // render time from the row's `metadata.locale`.
+        // Only the base template is needed here, inside the job's transaction: the worker
+        // resolves the recipient's locale (`metadata.locale`) from it at render time.
         let id: Option<Uuid> = sqlx::query_scalar(
             "SELECT template_id FROM email_templates
              WHERE name = $1 AND status = 'active' AND deleted_at IS NULL

@@ -97,7 +97,7 @@ pub struct Common<'a> {
 
 /// A compiled template version, ready to render any number of times.
 pub struct Compiled {
-    tera: Tera,
+    pub(super) tera: Tera,
     has_text: bool,
     /// Sources by file name, to quote expressions in errors.
     sources: Vec<(&'static str, String)>,
@@ -178,7 +178,7 @@ impl Compiled {
 }
 
 /// The render context: the email's data, then the common variables over it.
-fn context(data: &Map<String, Value>, c: &Common<'_>) -> Context {
+pub(super) fn context(data: &Map<String, Value>, c: &Common<'_>) -> Context {
     let mut ctx = Context::new();
     for (k, v) in data {
         ctx.insert(k.clone(), v);
@@ -216,6 +216,10 @@ pub fn one_line(s: &str) -> String {
 /// at-rules (the `@media` queries) stay in a `<style>` element for those that keep it.
 /// Remote stylesheets are never fetched (the crate is built without that feature).
 pub fn inline_css(html: &str) -> Result<String, String> {
+    // Nothing to inline (and the parse/serialise is most of the render's cost).
+    if !html.contains("<style") && !html.contains("<STYLE") {
+        return Ok(html.to_string());
+    }
     css_inline::CSSInliner::options()
         .keep_style_tags(false)
         .keep_at_rules(true)
@@ -491,6 +495,12 @@ mod tests {
             )
             .unwrap();
         assert_eq!(p.subject, "|Adopt Don't Shop|2026");
+    }
+
+    #[test]
+    fn html_without_styles_is_left_as_rendered() {
+        let html = "<p class=\"x\">Hi</p>";
+        assert_eq!(inline_css(html).unwrap(), html);
     }
 
     #[test]

@@ -47,28 +47,15 @@ impl TestDb {
         let mut admin = PgConnection::connect(&format!("{server}/postgres"))
             .await
             .expect("connect to test PostgreSQL");
+        ensure_template(&mut admin, &server).await;
         let name = format!("adopt_test_{}", Uuid::new_v4().simple());
-        // Test runs of other branches (other migration sets) on the same server drop
-        // templates they do not know; if ours vanished between the check and the copy,
-        // build it again.
-        let mut tries = 0;
-        loop {
-            ensure_template(&mut admin, &server).await;
-            let created = admin
-                .execute(sqlx::AssertSqlSafe(format!(
-                    r#"CREATE DATABASE "{name}" TEMPLATE "{}""#,
-                    template_name()
-                )))
-                .await;
-            match created {
-                Ok(_) => break,
-                Err(e) if tries < 5 => {
-                    tries += 1;
-                    eprintln!("creating the test database failed ({e}); retrying");
-                }
-                Err(e) => panic!("create test database: {e}"),
-            }
-        }
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                r#"CREATE DATABASE "{name}" TEMPLATE "{}""#,
+                template_name()
+            )))
+            .await
+            .expect("create test database");
         admin.close().await.ok();
         let url = format!("{server}/{name}");
         let pool = PgPoolOptions::new()
@@ -123,20 +110,8 @@ async fn ensure_template(admin: &mut PgConnection, server: &str) {
             .await
             .unwrap();
     if !exists {
-        // Old templates from earlier migration sets are no longer needed.
-        let old: Vec<String> = sqlx::query_scalar(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'adopt\\_test\\_tpl\\_%'",
-        )
-        .fetch_all(&mut *admin)
-        .await
-        .unwrap();
-        for db in old {
-            let _ = admin
-                .execute(sqlx::AssertSqlSafe(format!(
-                    r#"DROP DATABASE IF EXISTS "{db}" WITH (FORCE)"#
-                )))
-                .await;
-        }
+        // Templates of other migration sets are left alone: another checkout's tests may be
+        // cloning from them right now.
         let building = format!("{tpl}_building");
         let _ = admin
             .execute(sqlx::AssertSqlSafe(format!(
