@@ -83,8 +83,9 @@ impl ApiState {
             NonZeroU32::new(settings.auth.test_sends_per_minute).unwrap_or(NonZeroU32::MIN);
         ApiState(Arc::new(Inner {
             // A handle of its own: renders that only validate must not count as template
-            // usage (the worker's handle counts what is sent).
-            templates: Templates::new(pool.clone(), settings),
+            // usage (the worker's handle counts what is sent), and never track (no tracker,
+            // so no second warning about a missing tracking secret either).
+            templates: Templates::with_tracker(pool.clone(), settings, None),
             pool,
             prometheus,
             jwt: JwtVerifier::from_settings(&settings.auth),
