@@ -5,6 +5,8 @@
 mod enqueue;
 mod held;
 mod model;
+mod read;
+pub mod tracking;
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -20,6 +22,9 @@ pub use held::{
     unsubscribe_held_for_never,
 };
 pub use model::{ClaimedEmail, EmailPriority, EmailStatus, EmailType};
+pub use read::{
+    EmailRecord, ListAfter, ListFilter, RetryResult, find_email, list_emails, retry_failed,
+};
 
 /// `scheduled_for` of rows held for a digest: never due on its own. A far-future date
 /// rather than `'infinity'`, which many clients (sqlx/chrono among them) cannot decode.

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// `email_type_enum`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "email_type_enum", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum EmailType {
@@ -33,7 +35,18 @@ impl EmailType {
 
 /// `email_priority_enum`; declared low..urgent, so `ORDER BY priority DESC` is urgent first.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
 )]
 #[sqlx(type_name = "email_priority_enum", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
@@ -56,7 +69,9 @@ impl EmailPriority {
 }
 
 /// `email_status_enum`: the states of a row's life (see DESIGN.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "email_status_enum", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum EmailStatus {
