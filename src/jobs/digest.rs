@@ -285,7 +285,7 @@ async fn send(
     // silence the digest that carries the others (decision Q4).
     email.metadata = json!({
         "locale": c.language.as_deref().unwrap_or("en-US"),
-        "category": "notification_digest",
+        "category": crate::preferences::DIGEST_CATEGORY,
         "digest": {
             "period": period.as_str(),
             "windowStart": rfc3339(w.start),

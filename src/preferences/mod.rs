@@ -126,6 +126,9 @@ pub fn category(email: &ClaimedEmail) -> Option<String> {
     }
 }
 
+/// The category of the digest email itself (its one-click unsubscribe turns this off).
+pub const DIGEST_CATEGORY: &str = "notification_digest";
+
 /// DESIGN.md "Who gets what", as one pure function of the row and its recipient.
 pub fn decide(email: &ClaimedEmail) -> Verdict {
     let p = &email.recipient;
@@ -173,6 +176,15 @@ pub fn decide(email: &ClaimedEmail) -> Verdict {
                 return Verdict::OptedOut(
                     OptOut::Never,
                     "recipient receives no notification email (digest_frequency = never)".into(),
+                );
+            }
+            // Held for a digest the recipient unsubscribed from, it would wait forever.
+            Some("daily" | "weekly" | "monthly")
+                if category_disabled(p.category_prefs.as_ref(), DIGEST_CATEGORY) =>
+            {
+                return Verdict::OptedOut(
+                    OptOut::Category,
+                    "recipient unsubscribed from the notification digest".into(),
                 );
             }
             Some("daily" | "weekly" | "monthly") => return Verdict::HoldForDigest,

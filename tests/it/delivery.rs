@@ -372,6 +372,27 @@ async fn notifications_for_digest_users_are_held_and_never_suppresses_them() {
     assert!(infinite, "held rows are never due on their own");
     assert_eq!(row(&db.pool, dropped).await.status, "unsubscribed");
     assert_eq!(smtp.message_count(), 0);
+
+    // Unsubscribed from the digest itself (its one-click link): nothing is held for it.
+    let opted = insert_user(&db.pool, "nodigest@example.com").await;
+    sqlx::query(
+        "INSERT INTO email_preferences (user_id, digest_frequency, preferences)
+         VALUES ($1, 'weekly', '[{\"type\":\"notification_digest\",\"enabled\":false}]')",
+    )
+    .bind(opted)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut e = NewEmail::to("nodigest@example.com");
+    e.email_type = "notification";
+    let not_held = e.insert(&db.pool).await;
+    app(settings(&db, Some(&smtp.url()), None, &[]))
+        .drain()
+        .await
+        .unwrap();
+    let r = row(&db.pool, not_held).await;
+    assert_eq!(r.status, "unsubscribed");
+    assert!(r.failure_reason.unwrap().contains("digest"));
 }
 
 #[tokio::test]
