@@ -11,4 +11,5 @@ mod delivery;
 mod foundation;
 mod jobs;
 mod ops;
+mod security;
 mod templates;
