@@ -174,8 +174,44 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Templates { command } => run_templates(command, &settings).await,
-        Command::Tokens { .. } => bail!("tokens: not available in this build yet"),
-        Command::SendTest(_) => bail!("send-test: not available in this build yet"),
+        Command::Tokens { command } => {
+            use crate::api::tokens;
+            let pool = db::connect(&settings.database).await?;
+            match command {
+                TokensCommand::Create { name, scopes } => {
+                    let scopes = tokens::parse_scopes(&scopes)?;
+                    let secret = tokens::create(&pool, &name, &scopes).await?;
+                    print!("{}", tokens::created_report(&name, &scopes, &secret));
+                }
+                TokensCommand::List => {
+                    print!("{}", tokens::list_report(&tokens::list(&pool).await?))
+                }
+                TokensCommand::Revoke { name } => {
+                    tokens::revoke(&pool, &name).await?;
+                    println!("revoked token {name:?}; requests with it now get 401");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SendTest(args) => {
+            use crate::api::templates::{TestSend, send_test};
+            let pool = db::connect(&settings.database).await?;
+            let templates = crate::templates::Templates::new(pool.clone(), &settings);
+            let to = args.to.clone();
+            let test = TestSend {
+                to: args.to,
+                to_name: None,
+                template: args.template,
+                locale: None,
+                data: None,
+                created_by: None,
+            };
+            let id = send_test(&pool, &templates, &settings, test).await?;
+            println!(
+                "send-test: queued {id} to {to} (urgent); a running worker sends it, or run `adopt-worker drain`"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

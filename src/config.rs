@@ -36,6 +36,7 @@ pub struct Settings {
     pub bounce: BounceSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    pub auth: AuthSettings,
     pub jobs: crate::jobs::JobSettings,
     pub metrics: MetricsSettings,
     pub templates: TemplateSettings,
@@ -147,6 +148,41 @@ pub struct LogSettings {
     pub level: String,
 }
 
+/// HTTP API credentials other than service tokens (those live in `api_tokens`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret of the platform's admin JWTs; empty disables JWT auth.
+    pub jwt_secret: String,
+    /// Required `iss` claim; empty means not checked.
+    pub jwt_issuer: String,
+    /// Required `aud` claim; empty means not checked.
+    pub jwt_audience: String,
+    /// Clock skew allowed on `exp`, seconds.
+    pub jwt_leeway_secs: u64,
+    /// HMAC-SHA256 secret shared with the mail relay; empty disables the webhook.
+    pub webhook_secret: String,
+    /// How far a webhook's timestamp may be from now, seconds.
+    pub webhook_tolerance_secs: u64,
+    /// Template test sends each admin may make per minute.
+    pub test_sends_per_minute: u32,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |s: &str| if s.is_empty() { "<empty>" } else { "***" };
+        f.debug_struct("AuthSettings")
+            .field("jwt_secret", &set(&self.jwt_secret))
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_leeway_secs", &self.jwt_leeway_secs)
+            .field("webhook_secret", &set(&self.webhook_secret))
+            .field("webhook_tolerance_secs", &self.webhook_tolerance_secs)
+            .field("test_sends_per_minute", &self.test_sends_per_minute)
+            .finish()
+    }
+}
+
 /// `/metrics`: how often the database-backed gauges are sampled.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -248,6 +284,25 @@ impl Settings {
             return invalid("bounce.soft_bounce_threshold must be at least 1".into());
         }
         self.retry.validate().map_err(ConfigError::Invalid)?;
+        let a = &self.auth;
+        if !a.jwt_secret.is_empty() && a.jwt_secret.len() < 32 {
+            return invalid(
+                "auth.jwt_secret must be at least 32 bytes (HS256 needs a 256-bit key), or empty to disable JWT auth"
+                    .into(),
+            );
+        }
+        if !a.webhook_secret.is_empty() && a.webhook_secret.len() < 16 {
+            return invalid(
+                "auth.webhook_secret must be at least 16 bytes, or empty to disable the webhook"
+                    .into(),
+            );
+        }
+        if a.webhook_tolerance_secs == 0 || a.test_sends_per_minute == 0 {
+            return invalid(
+                "auth.webhook_tolerance_secs and auth.test_sends_per_minute must be at least 1"
+                    .into(),
+            );
+        }
         self.jobs
             .validate(self.worker.lease())
             .map_err(ConfigError::Invalid)?;
@@ -442,12 +497,21 @@ mod tests {
             env(&[
                 ("SMTP_URL", "smtp://user:hunter2@relay.example:587"),
                 ("DATABASE_URL", "postgres://u:pw@h/d"),
+                (
+                    "ADOPT__AUTH__JWT_SECRET",
+                    "jwt-secret-jwt-secret-jwt-secret-0123",
+                ),
+                ("ADOPT__AUTH__WEBHOOK_SECRET", "hook-secret-hook-secret"),
                 ("ADOPT__TRACKING__SECRET", "tracking-secret-value-1"),
             ]),
         )
         .unwrap();
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("hunter2") && !dbg.contains(":pw@"), "{dbg}");
+        assert!(
+            !dbg.contains("jwt-secret") && !dbg.contains("hook-secret"),
+            "{dbg}"
+        );
         assert!(!dbg.contains("tracking-secret-value-1"), "{dbg}");
     }
 

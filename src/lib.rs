@@ -1,6 +1,7 @@
 //! adopt-worker: the background job and email delivery worker of the Adopt Don't Shop
 //! platform. See README.md for the tour; DESIGN.md is the behaviour contract.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -4,15 +4,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use apalis::prelude::Monitor;
-use axum::Json;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -24,9 +17,9 @@ use crate::delivery::transport::{Transport, TransportError};
 use crate::delivery::{Deliverer, DeliveryPolicy, Tally};
 use crate::jobs::{self, Jobs};
 use crate::metrics::{self, MetricsError};
-use crate::queue;
 use crate::templates::Templates;
 use crate::worker::{self, ClaimBuffer, ClaimSettings, EmailWorker, Wakeups};
+use crate::{api, queue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -84,6 +77,7 @@ impl App {
                 soft_bounce_threshold: settings.bounce.soft_bounce_threshold,
                 public_url: settings.http.public_url.clone(),
                 rate_limit_per_sec: settings.worker.rate_limit_per_sec,
+                lease: settings.worker.lease(),
             },
             templates.clone(),
         );
@@ -156,12 +150,13 @@ impl App {
 
         let api = match (parts.api, listener) {
             (true, Some(listener)) => {
-                let state = OpsState {
-                    pool: self.pool.clone(),
+                let state = api::ApiState::new(
+                    &self.settings,
+                    self.pool.clone(),
+                    stop_rx.clone(),
                     prometheus,
-                    stop: stop_rx.clone(),
-                };
-                Some(tokio::spawn(serve_http(
+                );
+                Some(tokio::spawn(api::serve(
                     listener,
                     state,
                     wait_for(http_stop),
@@ -215,7 +210,7 @@ impl App {
                 })
                 .await;
             // Claimed but never handed to SMTP: back to the queue now, not after the lease.
-            let unsent = buffer.take_all();
+            let unsent = buffer.take_all().await;
             match queue::release(&self.pool, &unsent).await {
                 Ok(n) if n > 0 => info!(released = n, "returned unsent claimed rows to the queue"),
                 Ok(_) => {}
@@ -249,113 +244,6 @@ impl App {
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// What the operational endpoints need.
-#[derive(Clone)]
-pub struct OpsState {
-    pub pool: PgPool,
-    pub prometheus: PrometheusHandle,
-    /// Turns true when the process starts shutting down (readiness then fails).
-    pub stop: watch::Receiver<bool>,
-}
-
-/// `/healthz` (the process answers), `/readyz` (it can do its job) and `/metrics`.
-pub fn ops_routes(state: OpsState) -> axum::Router {
-    use axum::routing::get;
-    axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
-        .with_state(state)
-}
-
-/// The whole HTTP surface. Other routers merge in before the metrics layer, which then
-/// measures every route once.
-pub fn http_router(state: OpsState) -> axum::Router {
-    ops_routes(state).layer(axum::middleware::from_fn(metrics::track_http))
-}
-
-async fn serve_http(
-    listener: TcpListener,
-    state: OpsState,
-    stop: impl Future<Output = ()> + Send + 'static,
-) {
-    if let Err(e) = axum::serve(listener, http_router(state))
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        error!(error = %e, "HTTP server failed");
-    }
-}
-
-async fn render_metrics(State(state): State<OpsState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.prometheus.render(),
-    )
-}
-
-/// How long a readiness probe waits for the database before calling it unreachable.
-const READY_DB_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// 200 when the database answers, every migration this binary knows is applied and the
-/// process is not shutting down; else 503 naming the failed checks.
-async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
-    let database = match tokio::time::timeout(
-        READY_DB_TIMEOUT,
-        sqlx::query("SELECT 1").execute(&state.pool),
-    )
-    .await
-    {
-        Ok(Ok(_)) => "ok",
-        Ok(Err(e)) => {
-            warn!(error = %e, "readiness: database unreachable");
-            "unreachable"
-        }
-        Err(_) => "timeout",
-    };
-    let migrations = if database != "ok" {
-        "unknown"
-    } else {
-        match db::migrations_current(&state.pool).await {
-            Ok(true) => "ok",
-            Ok(false) => "pending",
-            Err(e) => {
-                warn!(error = %e, "readiness: cannot read applied migrations");
-                "unknown"
-            }
-        }
-    };
-    let shutdown = if *state.stop.borrow() {
-        "shutting_down"
-    } else {
-        "ok"
-    };
-    let checks = [
-        ("database", database),
-        ("migrations", migrations),
-        ("shutdown", shutdown),
-    ];
-    let failed: Vec<&str> = checks
-        .iter()
-        .filter(|(_, v)| *v != "ok")
-        .map(|(k, _)| *k)
-        .collect();
-    let status = if failed.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = json!({
-        "status": if failed.is_empty() { "ready" } else { "not_ready" },
-        "checks": checks.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
-        "failed": failed,
-    });
-    (status, Json(body))
 }
 
 /// Resolves on SIGINT or SIGTERM.

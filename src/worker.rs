@@ -27,20 +27,49 @@ pub struct ClaimSettings {
 /// Rows claimed by this process but not yet handed to a send task. Shared with startup so
 /// that on shutdown they go straight back to `queued` instead of waiting out the lease.
 #[derive(Clone, Default)]
-pub struct ClaimBuffer(Arc<Mutex<VecDeque<ClaimedEmail>>>);
+pub struct ClaimBuffer {
+    rows: Arc<Mutex<VecDeque<ClaimedEmail>>>,
+    /// Held while a claim runs; `true` once shutdown has taken the buffer (no more claims).
+    claiming: Arc<tokio::sync::Mutex<bool>>,
+}
 
 impl ClaimBuffer {
     fn pop(&self) -> Option<ClaimedEmail> {
-        self.0.lock().ok().and_then(|mut b| b.pop_front())
+        self.rows.lock().ok().and_then(|mut b| b.pop_front())
     }
     fn extend(&self, rows: Vec<ClaimedEmail>) {
-        if let Ok(mut b) = self.0.lock() {
+        if let Ok(mut b) = self.rows.lock() {
             b.extend(rows);
         }
     }
-    /// Takes every buffered row (shutdown).
-    pub fn take_all(&self) -> Vec<ClaimedEmail> {
-        self.0
+
+    /// Claims up to `limit` due rows into the buffer and returns how many. The claim runs
+    /// in a task of its own: once the statement is sent it may commit whatever happens to
+    /// the caller, and apalis drops the fetch stream mid-claim at shutdown, so the rows must
+    /// land here regardless, where shutdown releases them.
+    async fn claim(&self, pool: &PgPool, limit: u32) -> Result<usize, sqlx::Error> {
+        let (buffer, pool) = (self.clone(), pool.clone());
+        let claim = tokio::spawn(async move {
+            let closed = buffer.claiming.lock().await;
+            if *closed {
+                return Ok(0);
+            }
+            let rows = queue::claim_due(&pool, limit).await?;
+            let n = rows.len();
+            buffer.extend(rows);
+            Ok(n)
+        });
+        claim
+            .await
+            .unwrap_or_else(|e| Err(sqlx::Error::Protocol(format!("claim task failed: {e}"))))
+    }
+
+    /// Takes every buffered row (shutdown), after waiting for a claim in flight to land;
+    /// no claim starts afterwards.
+    pub async fn take_all(&self) -> Vec<ClaimedEmail> {
+        let mut closed = self.claiming.lock().await;
+        *closed = true;
+        self.rows
             .lock()
             .map(|mut b| b.drain(..).collect())
             .unwrap_or_default()
@@ -126,11 +155,10 @@ fn claim_stream(
                     return Some((Ok(Some(task)), (pool, settings, buffer, wakeups, err_wait)));
                 }
                 let seen = wakeups.seen();
-                match queue::claim_due(&pool, settings.batch_size).await {
-                    Ok(rows) if !rows.is_empty() => {
+                match buffer.claim(&pool, settings.batch_size).await {
+                    Ok(n) if n > 0 => {
                         err_wait = Duration::ZERO;
-                        debug!(claimed = rows.len(), "claimed due rows");
-                        buffer.extend(rows);
+                        debug!(claimed = n, "claimed due rows");
                     }
                     Ok(_) => wakeups.wait(seen, settings.poll_interval).await,
                     Err(e) => {

@@ -45,6 +45,9 @@ pub enum Outcome {
     Failed { reason: String },
     /// Blocked by the recipient's preferences (opted out); nothing was sent.
     Unsubscribed { reason: String },
+    /// Claimed too long ago for a send to end within the lease: back to the queue, not an
+    /// attempt; a fresh claim sends it.
+    Released,
 }
 
 /// Settings the deliverer needs, cut from [`crate::config::Settings`].
@@ -56,6 +59,8 @@ pub struct DeliveryPolicy {
     pub public_url: String,
     /// Emails per second this process may send; 0 means unlimited.
     pub rate_limit_per_sec: u32,
+    /// `worker.lease_secs`: every send must end before its row's lease runs out.
+    pub lease: Duration,
 }
 
 type RateLimiter = governor::DefaultDirectRateLimiter;
@@ -179,6 +184,9 @@ impl Deliverer {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
+        if !self.fits_in_lease(email) {
+            return (Outcome::Released, None);
+        }
         let message_id = message::message_id(email);
         let started = Instant::now();
         let outcome = match self.transport.send(email.email_id, &msg, &message_id).await {
@@ -219,6 +227,25 @@ impl Deliverer {
             Err(e) if e.is_transient() => Err(SendFailure::transient(e.to_string())),
             Err(e) => Err(SendFailure::permanent(e.to_string())),
         }
+    }
+
+    /// True when a send starting now ends, SMTP timeout included, before the row's lease
+    /// runs out. A claimed row can wait long for a free send slot or for the rate limit;
+    /// sent after that, its send could outlive the lease, and the reaper would hand the row
+    /// to another worker while this one is still sending it: a duplicate with no fault.
+    fn fits_in_lease(&self, email: &ClaimedEmail) -> bool {
+        let Some(claimed) = email.claim_sent_at else {
+            return true;
+        };
+        let age = claimed.elapsed();
+        let fits = age + self.transport.timeout() < self.policy.lease;
+        if !fits {
+            warn!(
+                age_ms = age.as_millis() as u64,
+                "claimed too long ago to finish a send within the lease; returned to the queue"
+            );
+        }
+        fits
     }
 
     /// The List-Unsubscribe target for optional mail. A user who has no preferences row
@@ -353,6 +380,12 @@ impl Deliverer {
             Outcome::Failed { reason } => queue::mark_failed(pool, email, reason).await,
             Outcome::Unsubscribed { reason } => queue::mark_unsubscribed(pool, email, reason).await,
             Outcome::HeldForDigest => queue::hold_for_digest(pool, email).await,
+            Outcome::Released => Ok(
+                match queue::release(pool, std::slice::from_ref(email)).await? {
+                    0 => Recorded::Fenced,
+                    _ => Recorded::Written(EmailStatus::Queued),
+                },
+            ),
         }
     }
 
@@ -386,6 +419,12 @@ impl Deliverer {
 
 /// Metrics and the one log line per attempt (sent rows at debug: they are the bulk).
 fn observe(email: &ClaimedEmail, outcome: &Outcome, status: EmailStatus) {
+    // Neither is an attempt: the row goes back to waiting, and nothing was sent.
+    match outcome {
+        Outcome::HeldForDigest => return debug!("held for the digest"),
+        Outcome::Released => return debug!("released unsent: the lease would not cover a send"),
+        _ => {}
+    }
     if let Some(o) = MetricOutcome::from_status(status) {
         metrics::email_finished(email.email_type, email.priority, o);
     }
@@ -411,7 +450,7 @@ fn observe(email: &ClaimedEmail, outcome: &Outcome, status: EmailStatus) {
         Outcome::Unsubscribed { reason } => {
             info!(status = status.as_str(), %reason, "attempt recorded")
         }
-        Outcome::HeldForDigest => debug!(status = status.as_str(), "held for the digest"),
+        Outcome::HeldForDigest | Outcome::Released => {}
     }
 }
 

@@ -97,6 +97,14 @@ impl Transport {
         }
     }
 
+    /// The longest a send may take before it is cut (zero for the outbox: a local write).
+    pub fn timeout(&self) -> Duration {
+        match self {
+            Transport::Smtp(relay) => relay.timeout,
+            Transport::Outbox { .. } => Duration::ZERO,
+        }
+    }
+
     pub async fn send(
         &self,
         email_id: Uuid,

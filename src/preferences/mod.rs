@@ -2,6 +2,13 @@
 //! what, bounce bookkeeping, unsubscribe tokens. The recipient's preferences arrive with
 //! each claimed row (joined by the claim statement), so the gate costs no extra round trip.
 
+mod unsubscribe;
+
+pub use unsubscribe::{
+    UnsubscribeTarget, find_by_token, record_complaint, unsubscribe, user_for_address,
+    valid_category,
+};
+
 use chrono::NaiveDateTime;
 use rand::RngCore;
 use serde_json::Value;

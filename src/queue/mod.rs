@@ -5,6 +5,8 @@
 mod enqueue;
 mod held;
 mod model;
+mod read;
+pub mod tracking;
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -20,6 +22,9 @@ pub use held::{
     unsubscribe_held_for_never,
 };
 pub use model::{ClaimedEmail, EmailPriority, EmailStatus, EmailType, MAX_JSON_DEPTH};
+pub use read::{
+    EmailRecord, ListAfter, ListFilter, RetryResult, find_email, list_emails, retry_failed,
+};
 
 /// `scheduled_for` of rows held for a digest: never due on its own. A far-future date
 /// rather than `'infinity'`, which many clients (sqlx/chrono among them) cannot decode.
@@ -136,10 +141,14 @@ pub async fn claim_due(pool: &PgPool, limit: u32) -> Result<Vec<ClaimedEmail>, s
             crate::preferences::RECIPIENT_JOIN,
         )
     });
+    let sent_at = std::time::Instant::now();
     let mut rows: Vec<ClaimedEmail> = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await?;
+    for row in &mut rows {
+        row.claim_sent_at = Some(sent_at);
+    }
     rows.sort_by(|a, b| {
         b.priority
             .cmp(&a.priority)

@@ -9,7 +9,9 @@ use uuid::Uuid;
 pub const MAX_JSON_DEPTH: usize = 64;
 
 /// `email_type_enum`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "email_type_enum", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum EmailType {
@@ -37,7 +39,18 @@ impl EmailType {
 
 /// `email_priority_enum`; declared low..urgent, so `ORDER BY priority DESC` is urgent first.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
 )]
 #[sqlx(type_name = "email_priority_enum", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
@@ -60,7 +73,9 @@ impl EmailPriority {
 }
 
 /// `email_status_enum`: the states of a row's life (see DESIGN.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "email_status_enum", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum EmailStatus {
@@ -141,6 +156,10 @@ pub struct ClaimedEmail {
     /// The recipient's preferences, joined by the claim.
     #[sqlx(flatten)]
     pub recipient: crate::preferences::RecipientPrefs,
+    /// This process's clock when it sent the claim statement (never after the claim
+    /// itself): the row's lease runs from here. `None` for a row built by hand.
+    #[sqlx(skip)]
+    pub claim_sent_at: Option<std::time::Instant>,
 }
 
 impl ClaimedEmail {

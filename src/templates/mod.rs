@@ -8,6 +8,7 @@
 //! `updated_at` for the current version, so an edit without a version bump is seen too).
 //! Rendering runs on the blocking pool: it is CPU work (Tera, CSS inlining, link rewriting).
 
+mod admin;
 mod cache;
 mod check;
 pub mod files;
@@ -34,6 +35,7 @@ use crate::queue::{ClaimedEmail, EmailType, RenderedContent};
 use crate::tracking::Tracker;
 use cache::{Caches, CompileResult, CompiledTemplate, LookupKey};
 
+pub use admin::{TemplateSummary, count_test_send, list_templates, type_and_examples};
 pub use check::{CheckReport, SampleApp, example_data};
 pub use files::Problem;
 pub use lookup::{Candidate, Step, normalize_locale};

@@ -701,3 +701,93 @@ async fn sigterm_finishes_in_flight_sends_and_leaves_nothing_sending() {
         "nothing lost"
     );
 }
+
+#[tokio::test]
+async fn a_claim_in_flight_at_shutdown_is_released_not_left_sending() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    // Every claimed row costs the claim statement 500 ms, so the stop lands mid-claim.
+    sqlx::raw_sql(
+        "CREATE FUNCTION slow_claim() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$;
+         CREATE TRIGGER slow_claim BEFORE UPDATE ON email_queue FOR EACH ROW
+             WHEN (OLD.status = 'queued' AND NEW.status = 'sending')
+             EXECUTE FUNCTION slow_claim();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let running = Running::start(settings(&db, Some(&smtp.url()), None, &[])).await;
+    let id = NewEmail::to("maya@example.com").insert(&db.pool).await;
+    let claim_running = || {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event = 'PgSleep'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+                > 0
+        }
+    };
+    assert!(eventually(Duration::from_secs(5), claim_running).await);
+    running.stop().await;
+    // The claim commits whatever the worker does; wait for it before looking.
+    assert!(eventually(Duration::from_secs(5), || async { !claim_running().await }).await);
+    let r = row(&db.pool, id).await;
+    assert_eq!(
+        r.status, "queued",
+        "a row claimed while stopping goes back at once, not after the lease"
+    );
+    assert_eq!(smtp.message_count(), 0);
+}
+
+#[tokio::test]
+async fn a_claimed_row_too_old_to_finish_within_its_lease_is_released_not_sent() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    // One send at a time, 0.4 s each: the tenth row of a batch would start its send 3.6 s
+    // after the claim, long after its 2 s lease, while the reaper hands it to a new claim.
+    smtp.add_rule(Rule::delay(Command::DataEnd, Duration::from_millis(400)));
+    for i in 0..10 {
+        NewEmail::to(&format!("slow{i}@example.com"))
+            .insert(&db.pool)
+            .await;
+    }
+    let running = Running::start(settings(
+        &db,
+        Some(&smtp.url()),
+        None,
+        &[
+            ("ADOPT__WORKER__CONCURRENCY", "1"),
+            ("ADOPT__WORKER__BATCH_SIZE", "10"),
+            ("ADOPT__SMTP__TIMEOUT_SECS", "1"),
+            ("ADOPT__WORKER__LEASE_SECS", "2"),
+        ],
+    ))
+    .await;
+    let pool = db.pool.clone();
+    let done = eventually(Duration::from_secs(30), || {
+        let pool = pool.clone();
+        async move { status_counts(&pool).await.get("sent") == Some(&10) }
+    })
+    .await;
+    running.stop().await;
+    assert!(done, "{:?}", status_counts(&db.pool).await);
+    let ids: Vec<String> = smtp
+        .messages()
+        .iter()
+        .map(|m| m.header("Message-ID").unwrap())
+        .collect();
+    let distinct: HashSet<&String> = ids.iter().collect();
+    assert_eq!((ids.len(), distinct.len()), (10, 10), "each row sent once");
+    let reclaimed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM email_queue WHERE current_retries > 0 OR failure_reason IS NOT NULL",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(reclaimed, 0, "no live send was taken back by the reaper");
+}

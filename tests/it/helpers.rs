@@ -328,18 +328,28 @@ pub struct Running {
 
 impl Running {
     pub async fn start(settings: Settings) -> Running {
+        Running::start_parts(settings, adopt_worker::startup::Parts::default()).await
+    }
+
+    /// The HTTP API alone (no workers): tests then deliver deterministically with `drain`.
+    #[allow(dead_code)]
+    pub async fn start_api_only(settings: Settings) -> Running {
+        let parts = adopt_worker::startup::Parts {
+            workers: false,
+            api: true,
+        };
+        Running::start_parts(settings, parts).await
+    }
+
+    async fn start_parts(settings: Settings, parts: adopt_worker::startup::Parts) -> Running {
         let app = app(settings);
         let listener = app.bind().await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            app.run_until_stopped(
-                Some(listener),
-                adopt_worker::startup::Parts::default(),
-                async move {
-                    let _ = rx.await;
-                },
-            )
+            app.run_until_stopped(Some(listener), parts, async move {
+                let _ = rx.await;
+            })
             .await
             .unwrap();
         });

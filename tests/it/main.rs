@@ -6,6 +6,7 @@ mod smtp_server;
 
 mod helpers;
 
+mod api;
 mod cli;
 mod delivery;
 mod foundation;

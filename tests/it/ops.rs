@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use adopt_worker::api::{self, ApiState};
 use adopt_worker::metrics::{self, CATALOGUE, Kind};
-use adopt_worker::startup::{OpsState, Parts, http_router};
+use adopt_worker::startup::Parts;
 use tokio::sync::{oneshot, watch};
 
 use crate::helpers::*;
@@ -361,15 +362,16 @@ async fn readyz_names_the_check_that_failed() {
     // A process that is shutting down, and a database that is gone.
     let (_tx, stop) = watch::channel(true);
     let unreachable = db_pool_to_nowhere();
-    let state = OpsState {
-        pool: unreachable,
-        prometheus: metrics::install().unwrap(),
+    let state = ApiState::new(
+        &settings(&db, None, None, &[]),
+        unreachable,
         stop,
-    };
+        metrics::install().unwrap(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
-        axum::serve(listener, http_router(state)).await.unwrap();
+        axum::serve(listener, api::router(state)).await.unwrap();
     });
     let resp = http
         .get(format!("http://{addr}/readyz"))

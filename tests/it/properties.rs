@@ -246,6 +246,7 @@ fn claimed(
         created_at: None,
         tags: None,
         json_too_deep: None,
+        claim_sent_at: None,
         recipient: RecipientPrefs::default(),
     }
 }

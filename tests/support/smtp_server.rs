@@ -260,6 +260,16 @@ impl ReceivedMessage {
     }
 }
 
+/// An accepted message whose `250` the client may not have seen; see
+/// [`TestSmtp::unconfirmed`].
+#[derive(Debug, Clone)]
+pub struct Unconfirmed {
+    pub message: ReceivedMessage,
+    /// How long the `250` was held back after the final dot; `None` when it was never
+    /// sent (withheld, or the connection was gone).
+    pub reply_delay: Option<Duration>,
+}
+
 /// The test SMTP server. Dropping it stops the server: the listening socket
 /// is closed and every open session is cut.
 pub struct TestSmtp {
@@ -307,6 +317,11 @@ impl TestSmtp {
         self.shared.lock().rules.clear();
     }
 
+    /// The rules not used up yet (a rule with `times(n)` leaves after its `n`th match).
+    pub fn pending_rules(&self) -> Vec<Rule> {
+        self.shared.lock().rules.clone()
+    }
+
     /// While on, every accepted TCP connection is closed at once, without a greeting.
     pub fn set_refuse_connections(&self, on: bool) {
         self.shared.refuse.store(on, Ordering::SeqCst);
@@ -351,9 +366,19 @@ impl TestSmtp {
         self.commands(verb)
     }
 
+    /// Accepted messages whose `250` the client may never have seen: the reply was
+    /// withheld ([`Action::AcceptThenDrop`]), delayed by a `DataEnd` rule (the client may
+    /// have timed out meanwhile), or could not be written. A client that retries these
+    /// sends a duplicate; every other accepted message was confirmed at once.
+    pub fn unconfirmed(&self) -> Vec<Unconfirmed> {
+        self.shared.lock().unconfirmed.clone()
+    }
+
     /// Forget the recorded messages (counters and rules are kept).
     pub fn clear_messages(&self) {
-        self.shared.lock().messages.clear();
+        let mut state = self.shared.lock();
+        state.messages.clear();
+        state.unconfirmed.clear();
     }
 
     async fn wait_until(&self, timeout: Duration, done: impl Fn(&State) -> bool) {
@@ -405,6 +430,7 @@ struct Shared {
 struct State {
     rules: Vec<Rule>,
     messages: Vec<ReceivedMessage>,
+    unconfirmed: Vec<Unconfirmed>,
     connections: usize,
     commands: HashMap<Command, usize>,
 }
@@ -435,6 +461,13 @@ impl Shared {
     fn record(&self, message: ReceivedMessage) {
         self.lock().messages.push(message);
         self.changed.notify_waiters();
+    }
+
+    fn record_unconfirmed(&self, message: ReceivedMessage, reply_delay: Option<Duration>) {
+        self.lock().unconfirmed.push(Unconfirmed {
+            message,
+            reply_delay,
+        });
     }
 
     /// Apply the rules for one step: total delay and the outcome.
@@ -699,6 +732,7 @@ async fn receive_data(
     let reply = match outcome {
         Outcome::Drop => return Ok(false),
         Outcome::AcceptThenDrop => {
+            shared.record_unconfirmed(message.clone(), None);
             shared.record(message);
             return Ok(false);
         }
@@ -706,10 +740,19 @@ async fn receive_data(
         Outcome::Normal if too_big => Reply::new(552, "5.3.4 Error: message file too big"),
         Outcome::Normal => Reply::new(250, &format!("2.0.0 Ok: queued as {queue_id}")),
     };
-    if reply.is_positive() {
-        shared.record(message);
+    if !reply.is_positive() {
+        send(wr, &reply).await?;
+        return Ok(true);
     }
-    send(wr, &reply).await?;
+    let unconfirmed = message.clone();
+    shared.record(message);
+    let sent = send(wr, &reply).await;
+    if sent.is_err() {
+        shared.record_unconfirmed(unconfirmed, None);
+    } else if !delay.is_zero() {
+        shared.record_unconfirmed(unconfirmed, Some(delay));
+    }
+    sent?;
     Ok(true)
 }
 

@@ -1,0 +1,179 @@
+//! `Idempotency-Key` for the enqueue routes (table `api_idempotency_keys`).
+//!
+//! Keys are per service token and live 24 hours. The first request with a key that
+//! succeeds stores its response in the same transaction as the rows it inserted; a repeat
+//! with the same method, path and body (compared by SHA-256) gets that response again, with
+//! `Idempotent-Replayed: true`, and inserts nothing; a repeat with a different request is
+//! 409 `idempotency_key_reused`. Failed requests store nothing (they changed nothing, so a
+//! retry is safe). Two concurrent requests with one key cannot both insert: the second
+//! waits on the key's unique index, finds the first's response and returns it, and its own
+//! transaction is rolled back.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::ApiState;
+use super::error::ApiError;
+
+pub const HEADER: &str = "idempotency-key";
+
+/// How long a key is remembered.
+pub const TTL_HOURS: i32 = 24;
+
+/// A stored first response.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    request_hash: Vec<u8>,
+    status: u16,
+    body: Value,
+}
+
+/// The key of this request, if it sent one; 400 when it is not 1-255 visible ASCII chars.
+pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(HEADER) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )
+    };
+    let s = v.to_str().map_err(|_| bad())?;
+    if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(s.to_string()))
+}
+
+/// SHA-256 of what makes two requests "the same": method, path and the exact body bytes.
+pub fn request_hash(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(method.as_bytes());
+    h.update(b" ");
+    h.update(path.as_bytes());
+    h.update(b"\n");
+    h.update(body);
+    h.finalize().to_vec()
+}
+
+impl Stored {
+    /// The stored response for a request with `hash`, or 409 if the key was used for another.
+    pub fn replay(self, key: &str, hash: &[u8]) -> Response {
+        if !bool::from(self.request_hash.as_slice().ct_eq(hash)) {
+            return ApiError::conflict(
+                "idempotency_key_reused",
+                format!(
+                    "Idempotency-Key {key:?} was already used in the last {TTL_HOURS} h for a different request"
+                ),
+            )
+            .into_response();
+        }
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
+        let mut response = (status, Json(self.body)).into_response();
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+        response
+    }
+}
+
+/// The live (unexpired) response stored under this key, if any.
+pub async fn lookup(
+    pool: &PgPool,
+    token_id: Uuid,
+    key: &str,
+) -> Result<Option<Stored>, sqlx::Error> {
+    let row: Option<(Vec<u8>, i32, Value)> = sqlx::query_as(
+        "SELECT request_hash, status_code, response FROM api_idempotency_keys
+         WHERE token_id = $1 AND idempotency_key = $2
+           AND created_at > now() - make_interval(hours => $3)",
+    )
+    .bind(token_id)
+    .bind(key)
+    .bind(TTL_HOURS)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(request_hash, status, body)| Stored {
+        request_hash,
+        status: u16::try_from(status).unwrap_or(200),
+        body,
+    }))
+}
+
+/// Stores the response inside the request's transaction. `Ok(None)`: stored. `Ok(Some(s))`:
+/// another request with this key committed first; the caller rolls back and replays `s`.
+pub async fn store(
+    tx: &mut PgConnection,
+    token_id: Uuid,
+    key: &str,
+    hash: &[u8],
+    status: StatusCode,
+    body: &Value,
+) -> Result<Option<Stored>, sqlx::Error> {
+    // An expired row under the same key is overwritten; a live one is left and returned.
+    let stored = sqlx::query(
+        "INSERT INTO api_idempotency_keys (token_id, idempotency_key, request_hash, response, status_code)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (token_id, idempotency_key) DO UPDATE
+             SET request_hash = EXCLUDED.request_hash, response = EXCLUDED.response,
+                 status_code = EXCLUDED.status_code, created_at = now()
+             WHERE api_idempotency_keys.created_at <= now() - make_interval(hours => $6)",
+    )
+    .bind(token_id)
+    .bind(key)
+    .bind(hash)
+    .bind(body)
+    .bind(i32::from(status.as_u16()))
+    .bind(TTL_HOURS)
+    .execute(&mut *tx)
+    .await?;
+    if stored.rows_affected() == 1 {
+        return Ok(None);
+    }
+    let row: (Vec<u8>, i32, Value) = sqlx::query_as(
+        "SELECT request_hash, status_code, response FROM api_idempotency_keys
+         WHERE token_id = $1 AND idempotency_key = $2",
+    )
+    .bind(token_id)
+    .bind(key)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(Some(Stored {
+        request_hash: row.0,
+        status: u16::try_from(row.1).unwrap_or(200),
+        body: row.2,
+    }))
+}
+
+/// Deletes expired keys, at most every ten minutes per process, off the request path.
+pub fn sweep_expired(state: &ApiState) {
+    if !state.sweep_due(Duration::from_secs(600)) {
+        return;
+    }
+    let pool = state.pool().clone();
+    let tolerance = state.settings().auth.webhook_tolerance_secs;
+    tokio::spawn(async move {
+        let done = sqlx::query(
+            "DELETE FROM api_idempotency_keys WHERE created_at <= now() - make_interval(hours => $1)",
+        )
+        .bind(TTL_HOURS)
+        .execute(&pool)
+        .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "could not delete expired idempotency keys");
+        }
+        if let Err(e) = super::webhooks::sweep_seen(&pool, tolerance).await {
+            tracing::warn!(error = %e, "could not delete old webhook signatures");
+        }
+    });
+}

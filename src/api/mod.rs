@@ -1,0 +1,262 @@
+//! The HTTP API (DESIGN.md "The HTTP API"): enqueue, read, retry, templates for admins, open
+//! pixel and click redirect, unsubscribe, relay webhooks, health and the OpenAPI document.
+//!
+//! [`routes`] is the single list of routes: each goes in through utoipa-axum's `routes!`,
+//! which registers the handler with axum and its `#[utoipa::path]` in the OpenAPI document
+//! at once, so the document cannot miss a route (a test also checks every documented path
+//! answers, and that no route is added any other way).
+
+pub mod auth;
+pub mod emails;
+pub mod error;
+pub mod health;
+pub mod idempotency;
+pub mod templates;
+pub mod tokens;
+pub mod tracking;
+pub mod unsubscribe;
+pub mod webhooks;
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::{error, info_span};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
+
+use crate::config::Settings;
+use crate::templates::Templates;
+use auth::JwtVerifier;
+use error::ApiError;
+
+/// Largest request body, except the batch enqueue.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+/// Largest batch enqueue body.
+pub const BATCH_BODY_LIMIT: usize = 5 * 1024 * 1024;
+/// A request still running after this is abandoned with 503 `timeout`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+type KeyedLimiter = governor::DefaultKeyedRateLimiter<String>;
+
+/// What handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState(Arc<Inner>);
+
+struct Inner {
+    pool: PgPool,
+    templates: Templates,
+    prometheus: PrometheusHandle,
+    settings: Settings,
+    stopping: watch::Receiver<bool>,
+    jwt: Option<JwtVerifier>,
+    test_sends: KeyedLimiter,
+    /// Unix seconds of the last sweep of expired idempotency keys and webhook signatures.
+    last_sweep: AtomicI64,
+}
+
+impl ApiState {
+    /// `stopping` turns true when the process begins to shut down (readiness then fails);
+    /// `prometheus` renders `/metrics`.
+    pub fn new(
+        settings: &Settings,
+        pool: PgPool,
+        stopping: watch::Receiver<bool>,
+        prometheus: PrometheusHandle,
+    ) -> ApiState {
+        let per_minute =
+            NonZeroU32::new(settings.auth.test_sends_per_minute).unwrap_or(NonZeroU32::MIN);
+        ApiState(Arc::new(Inner {
+            // A handle of its own: renders that only validate must not count as template
+            // usage (the worker's handle counts what is sent), and never track (no tracker,
+            // so no second warning about a missing tracking secret either).
+            templates: Templates::with_tracker(pool.clone(), settings, None),
+            pool,
+            prometheus,
+            jwt: JwtVerifier::from_settings(&settings.auth),
+            settings: settings.clone(),
+            stopping,
+            test_sends: KeyedLimiter::keyed(governor::Quota::per_minute(per_minute)),
+            last_sweep: AtomicI64::new(0),
+        }))
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.0.pool
+    }
+
+    pub fn templates(&self) -> &Templates {
+        &self.0.templates
+    }
+
+    pub fn prometheus(&self) -> &PrometheusHandle {
+        &self.0.prometheus
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    pub(crate) fn jwt(&self) -> Option<&JwtVerifier> {
+        self.0.jwt.as_ref()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.0.stopping.borrow()
+    }
+
+    /// Per-admin limit on template test sends; `Err(seconds)` says when to come back.
+    pub(crate) fn check_test_send(&self, key: &str) -> Result<(), u64> {
+        use governor::clock::{Clock, DefaultClock};
+        self.0
+            .test_sends
+            .check_key(&key.to_string())
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                wait.as_secs() + 1
+            })
+    }
+
+    /// True at most once per `every` across this process: gates opportunistic cleanups.
+    pub(crate) fn sweep_due(&self, every: Duration) -> bool {
+        let now = chrono::Utc::now().timestamp();
+        let last = self.0.last_sweep.load(Ordering::Relaxed);
+        now - last >= every.as_secs() as i64
+            && self
+                .0
+                .last_sweep
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "adopt-worker",
+        description = "Email delivery API of the Adopt Don't Shop platform. Errors are always \
+            `{\"error\": {\"code\", \"message\", \"details\"?}}`; see README \"HTTP API\" for the codes."
+    ),
+    modifiers(&SecuritySchemes),
+    components(schemas(error::ErrorBody, error::ErrorDetail, error::FieldError))
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A service token (`adw_...`, scopes enqueue/read/admin) or a platform \
+                         admin's HS256 JWT.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "webhook_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Adopt-Signature",
+                "sha256=<hex HMAC-SHA256 of \"{X-Adopt-Timestamp}.{raw body}\">",
+            ))),
+        );
+    }
+}
+
+/// Every route of the API, each registered together with its OpenAPI description.
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(health::openapi_json))
+        .routes(routes!(emails::enqueue_one, emails::list_emails))
+        .routes(routes!(emails::enqueue_batch).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)))
+        .routes(routes!(emails::get_email))
+        .routes(routes!(emails::retry_email))
+        .routes(routes!(templates::list))
+        .routes(routes!(templates::preview))
+        .routes(routes!(templates::test_send))
+        .routes(routes!(tracking::open_pixel))
+        .routes(routes!(tracking::click))
+        .routes(routes!(unsubscribe::page, unsubscribe::unsubscribe))
+        .routes(routes!(webhooks::events))
+}
+
+/// The OpenAPI document, generated from [`routes`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+/// The whole HTTP application: routes, JSON 404/405/413/timeout errors, body limits, a
+/// per-request timeout, request ids (`x-request-id`, generated when absent, echoed back and
+/// recorded on the request's log span), and HTTP metrics per route pattern.
+pub fn router(state: ApiState) -> Router {
+    let (router, _) = routes().split_for_parts();
+    router
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(axum::middleware::from_fn(crate::metrics::track_http))
+                .layer(axum::middleware::map_response(error::json_errors))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    REQUEST_TIMEOUT,
+                )),
+        )
+}
+
+/// The outer log span of a request: its id. (`metrics::track_http` adds the route pattern,
+/// never the path: paths carry unsubscribe and tracking tokens, which do not belong in logs.)
+fn request_span(req: &Request) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    info_span!("request", request_id)
+}
+
+async fn fallback() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    if let Err(e) = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        error!(error = %e, "HTTP server failed");
+    }
+}

@@ -1,0 +1,452 @@
+//! `/v1/templates` for admins (list, preview, test send), the template side of
+//! `POST /v1/emails` (render at enqueue to validate, then pin the version), and the test
+//! send shared with `adopt-worker send-test`.
+
+use std::str::FromStr;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::ApiState;
+use super::auth::{Admin, Authed};
+use super::emails::{Enqueued, Recipient, TemplateRef};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, FieldError};
+use crate::config::Settings;
+use crate::queue::{self, EmailPriority, EmailStatus, EmailType, NewEmail};
+use crate::templates::{self, LookupError, RenderError, RenderRequest, Rendered, Templates};
+
+/// Why a template could not be used: problems of the request (422, each naming its field)
+/// or an internal failure.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateUseError {
+    #[error("{}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl From<TemplateUseError> for ApiError {
+    fn from(e: TemplateUseError) -> ApiError {
+        match e {
+            TemplateUseError::Invalid(errors) => ApiError::validation(errors),
+            TemplateUseError::Db(e) => ApiError::internal(&e),
+        }
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> TemplateUseError {
+    TemplateUseError::Invalid(vec![FieldError::new(field, message)])
+}
+
+/// A render failure as the caller's problem (naming `template`, `data` or `version`) or ours.
+fn render_problem(e: RenderError) -> TemplateUseError {
+    match e {
+        RenderError::Db(e) => TemplateUseError::Db(e),
+        RenderError::Lookup(LookupError::NotFound(name)) => {
+            invalid("template", format!("no template named {name:?}"))
+        }
+        e @ RenderError::Lookup(LookupError::NoActive { .. }) => invalid("template", e.to_string()),
+        e @ (RenderError::DataNotObject(_) | RenderError::DataTooLarge { .. }) => {
+            invalid("data", e.to_string())
+        }
+        e @ RenderError::UnknownVersion { .. } => invalid("version", e.to_string()),
+        RenderError::Template { problem, .. } if problem.contains("variable") => {
+            invalid("data", problem)
+        }
+        e => invalid("template", e.to_string()),
+    }
+}
+
+/// Renders to check (and learn the template's id and current version), mapping problems.
+async fn render_check(
+    templates: &Templates,
+    req: RenderRequest<'_>,
+) -> Result<Rendered, TemplateUseError> {
+    templates.render(req).await.map_err(render_problem)
+}
+
+/// A template email at enqueue: rendered once to validate `data` (a missing variable is a
+/// 422 naming it), then stored as template_id + template_data with empty subject and HTML,
+/// its version pinned in `metadata.templateVersion` (and the locale in `metadata.locale`);
+/// the worker renders it at send time.
+pub async fn resolve_for_enqueue(
+    templates: &Templates,
+    mut email: NewEmail,
+    t: TemplateRef,
+) -> Result<NewEmail, TemplateUseError> {
+    let r = render_check(
+        templates,
+        RenderRequest {
+            template: templates::TemplateRef::Name(&t.name),
+            locale: t.locale.as_deref(),
+            version: None,
+            data: Some(&t.data),
+            recipient_email: &email.to_email,
+            recipient_name: email.to_name.as_deref(),
+            email_type: email.email_type,
+            unsubscribe_url: None,
+            track_as: None,
+        },
+    )
+    .await?;
+    email.template_id = Some(r.template_id);
+    email.template_data = Some(t.data);
+    email.subject = String::new();
+    email.html_content = String::new();
+    email.text_content = None;
+    if let Value::Object(m) = &mut email.metadata {
+        m.insert("templateVersion".into(), json!(r.version));
+        if let Some(l) = t.locale {
+            m.insert("locale".into(), json!(l));
+        }
+    }
+    Ok(email)
+}
+
+/// A test send: to whom, which template (none: a plain test message), with what data
+/// (none: the template's examples), by whom.
+#[derive(Debug, Clone)]
+pub struct TestSend {
+    pub to: String,
+    pub to_name: Option<String>,
+    pub template: Option<String>,
+    pub locale: Option<String>,
+    pub data: Option<Value>,
+    pub created_by: Option<Uuid>,
+}
+
+/// Queues a test email through the real pipeline: `urgent`, type `system` (so the
+/// recipient's opt-outs do not swallow it; a blacklisted address still does), tagged
+/// `test`, and counted in the template's `test_emails_sent`. Returns its id.
+pub async fn send_test(
+    pool: &PgPool,
+    templates: &Templates,
+    settings: &Settings,
+    req: TestSend,
+) -> Result<Uuid, TemplateUseError> {
+    let to = req.to.trim().to_string();
+    let valid =
+        lettre::Address::from_str(&to).is_ok() && email_address::EmailAddress::is_valid(&to);
+    if !valid {
+        return Err(invalid(
+            "to",
+            format!("{to:?} is not a valid email address"),
+        ));
+    }
+    let app = &settings.app;
+    let mut email = NewEmail {
+        from_email: app.from_email.clone(),
+        from_name: Some(app.from_name.clone()),
+        to_email: to.clone(),
+        to_name: req.to_name.clone(),
+        cc_emails: Vec::new(),
+        bcc_emails: Vec::new(),
+        reply_to_email: None,
+        subject: format!("Test email from {}", app.name),
+        html_content: format!(
+            "<p>This is a test email from adopt-worker for {}.</p><p>If you can read it, delivery works.</p>",
+            super::unsubscribe::escape(&app.name)
+        ),
+        text_content: Some(format!(
+            "This is a test email from adopt-worker for {}.\nIf you can read it, delivery works.",
+            app.name
+        )),
+        template_id: None,
+        template_data: None,
+        email_type: EmailType::System,
+        priority: EmailPriority::Urgent,
+        scheduled_for: None,
+        max_retries: None,
+        metadata: json!({"test": true}),
+        campaign_id: None,
+        user_id: None,
+        created_by: req.created_by,
+        tags: vec!["test".to_string()],
+    };
+    if let Some(name) = &req.template {
+        let data = match req.data {
+            Some(d @ Value::Object(_)) => d,
+            Some(_) => return Err(invalid("data", "must be an object of template variables")),
+            None => {
+                let resolved = templates
+                    .lookup(
+                        templates::TemplateRef::Name(name),
+                        req.locale
+                            .as_deref()
+                            .unwrap_or(&settings.templates.default_locale),
+                    )
+                    .await
+                    .map_err(render_problem)?;
+                templates::type_and_examples(pool, resolved.template_id)
+                    .await?
+                    .map(|(_, examples)| examples)
+                    .unwrap_or_else(|| json!({}))
+            }
+        };
+        email = resolve_for_enqueue(
+            templates,
+            email,
+            TemplateRef {
+                name: name.clone(),
+                locale: req.locale.clone(),
+                data,
+            },
+        )
+        .await?;
+    }
+    let mut tx = pool.begin().await?;
+    let id = queue::enqueue(&mut *tx, &email).await?;
+    if let Some(template_id) = email.template_id {
+        templates::count_test_send(&mut *tx, template_id).await?;
+    }
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// A template as admins see it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TemplateView {
+    pub id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    /// template_type_enum
+    #[serde(rename = "type")]
+    pub template_type: String,
+    pub category: String,
+    pub status: String,
+    pub locale: Option<String>,
+    pub current_version: Option<i32>,
+    pub is_default: bool,
+    pub usage_count: i32,
+    pub test_emails_sent: i32,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TemplateList {
+    pub templates: Vec<TemplateView>,
+}
+
+/// Every template (not deleted), by name and locale.
+#[utoipa::path(get, path = "/v1/templates", tag = "templates",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The templates", body = TemplateList),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody)))]
+pub async fn list(
+    State(state): State<ApiState>,
+    _: Authed<Admin>,
+) -> Result<Json<TemplateList>, ApiError> {
+    let rows = templates::list_templates(state.pool()).await?;
+    let templates = rows
+        .into_iter()
+        .map(|t| TemplateView {
+            id: t.template_id,
+            name: t.name,
+            description: t.description,
+            template_type: t.template_type,
+            category: t.category,
+            status: t.status,
+            locale: t.locale,
+            current_version: t.current_version,
+            is_default: t.is_default.unwrap_or(false),
+            usage_count: t.usage_count.unwrap_or(0),
+            test_emails_sent: t.test_emails_sent.unwrap_or(0),
+            last_used_at: t.last_used_at.map(|t| t.and_utc()),
+            updated_at: t.updated_at.map(|t| t.and_utc()),
+        })
+        .collect();
+    Ok(Json(TemplateList { templates }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewQuery {
+    /// Locale to render (falls back like a real send); default the configured locale.
+    pub locale: Option<String>,
+    /// A version from the template's history; default the current one.
+    pub version: Option<i32>,
+    /// `html` (default: the HTML part, viewable in a browser) or `json` (subject, html, text).
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Preview {
+    pub name: String,
+    pub version: i32,
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+    /// The example data it was rendered with.
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+/// The template rendered with its example data. Nothing is sent or counted.
+#[utoipa::path(get, path = "/v1/templates/{name}/preview", tag = "templates",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "Template name"), PreviewQuery),
+    responses(
+        (status = 200, description = "The rendered HTML (or JSON with format=json)",
+            content((String = "text/html"), (Preview = "application/json"))),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 422, description = "Unknown template or version, or its examples do not render", body = ErrorBody)))]
+pub async fn preview(
+    State(state): State<ApiState>,
+    _: Authed<Admin>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PreviewQuery>,
+) -> Result<Response, ApiError> {
+    let json_format = match q.format.as_deref() {
+        None | Some("html") => false,
+        Some("json") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("format must be html or json, not {other:?}"),
+            ));
+        }
+    };
+    let settings = state.settings();
+    let templates = state.templates();
+    let locale = q
+        .locale
+        .as_deref()
+        .unwrap_or(&settings.templates.default_locale);
+    let resolved = templates
+        .lookup(templates::TemplateRef::Name(&name), locale)
+        .await
+        .map_err(|e| ApiError::from(render_problem(e)))?;
+    let (email_type, data) = templates::type_and_examples(state.pool(), resolved.template_id)
+        .await?
+        .unwrap_or((EmailType::System, json!({})));
+    let unsubscribe = format!(
+        "{}/u/preview",
+        settings.http.public_url.trim_end_matches('/')
+    );
+    let r = render_check(
+        templates,
+        RenderRequest {
+            template: templates::TemplateRef::Name(&name),
+            locale: Some(locale),
+            version: q.version,
+            data: Some(&data),
+            recipient_email: "preview@example.com",
+            recipient_name: Some("Preview Recipient"),
+            email_type,
+            unsubscribe_url: Some(&unsubscribe),
+            track_as: None,
+        },
+    )
+    .await?;
+    if json_format {
+        return Ok(Json(Preview {
+            name: r.name,
+            version: r.version,
+            subject: r.subject,
+            html: r.html,
+            text: r.text,
+            data,
+        })
+        .into_response());
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    // The template's own HTML, shown as is: no scripts, no outside loads but images.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'none'; img-src * data:; style-src 'unsafe-inline'",
+        ),
+    );
+    Ok((headers, Html(r.html)).into_response())
+}
+
+/// A test send request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestRequest {
+    pub to: Recipient,
+    /// Template variables; default the template's examples.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Value>,
+    pub locale: Option<String>,
+}
+
+/// Send this template to an address through the real pipeline (urgent, tagged `test`).
+/// At most `auth.test_sends_per_minute` per admin.
+#[utoipa::path(post, path = "/v1/templates/{name}/test", tag = "templates",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "Template name")),
+    request_body = TestRequest,
+    responses(
+        (status = 202, description = "Queued", body = Enqueued),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 422, description = "Invalid address, unknown template or data that does not render", body = ErrorBody),
+        (status = 429, description = "Too many test sends; Retry-After says when to try again", body = ErrorBody)))]
+pub async fn test_send(
+    State(state): State<ApiState>,
+    Authed(principal, ..): Authed<Admin>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(req): ApiJson<TestRequest>,
+) -> Result<(StatusCode, Json<Enqueued>), ApiError> {
+    if let Err(wait) = state.check_test_send(&principal.key()) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "at most {} test sends a minute; try again in {wait} s",
+                state.settings().auth.test_sends_per_minute
+            ),
+        )
+        .with_header(header::RETRY_AFTER, &wait.to_string()));
+    }
+    let (to, to_name) = match req.to {
+        Recipient::Address(a) => (a, None),
+        Recipient::Named(n) => (n.email, n.name),
+    };
+    if to.contains(['\r', '\n']) || to_name.as_deref().is_some_and(|n| n.contains(['\r', '\n'])) {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "to",
+            "contains a line break (CR/LF), which could inject mail headers",
+        )]));
+    }
+    let id = send_test(
+        state.pool(),
+        state.templates(),
+        state.settings(),
+        TestSend {
+            to,
+            to_name,
+            template: Some(name),
+            locale: req.locale,
+            data: req.data,
+            created_by: principal.user_id(),
+        },
+    )
+    .await?;
+    tracing::info!(email_id = %id, by = %principal.key(), "template test send queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Enqueued {
+            id,
+            status: EmailStatus::Queued,
+        }),
+    ))
+}

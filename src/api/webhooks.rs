@@ -1,0 +1,417 @@
+//! `POST /v1/webhooks/events`: delivery, bounce, complaint and open events from the mail
+//! relay. Signed: `X-Adopt-Signature: sha256=<hex HMAC-SHA256(secret, "{ts}.{raw body}")>`
+//! with `X-Adopt-Timestamp: <unix seconds>`; a timestamp more than
+//! `auth.webhook_tolerance_secs` from now is refused, and so is a signature already seen
+//! (remembered in `api_webhook_signatures`, in the same transaction as the events' effects,
+//! so it holds across processes and a request that failed can be sent again).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Sha256;
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::ApiState;
+use super::error::{ApiError, ErrorBody, FieldError, parse_json, require_json};
+use crate::preferences::{self, BounceKind};
+use crate::queue::tracking;
+
+pub const SIGNATURE_HEADER: &str = "x-adopt-signature";
+pub const TIMESTAMP_HEADER: &str = "x-adopt-timestamp";
+/// Most events in one request.
+pub const MAX_EVENTS: usize = 1000;
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Delivered,
+    Bounced,
+    Complained,
+    Opened,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BounceType {
+    Hard,
+    Soft,
+}
+
+/// One event. The row is found by `email_id` or else `provider_message_id`. The body is one
+/// event or an array of up to 1000.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEvent {
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    pub email_id: Option<Uuid>,
+    pub provider_message_id: Option<String>,
+    /// Required for `bounced`.
+    pub bounce_type: Option<BounceType>,
+    /// The remote server's words (bounces).
+    pub reason: Option<String>,
+    /// SMTP status, e.g. `550 5.1.1`.
+    pub code: Option<String>,
+    /// When it happened (RFC 3339); default: now.
+    pub occurred_at: Option<DateTime<FixedOffset>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EventOutcome {
+    /// The row changed.
+    Applied,
+    /// The row exists but the event does not apply to its status (e.g. a bounce for a row
+    /// already bounced, or an open of a row never sent).
+    Ignored,
+    /// No such row.
+    NotFound,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventResult {
+    pub index: usize,
+    pub email_id: Option<Uuid>,
+    pub outcome: EventOutcome,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventsResponse {
+    pub results: Vec<EventResult>,
+}
+
+/// Relay events, signed with the shared secret.
+#[utoipa::path(post, path = "/v1/webhooks/events", tag = "webhooks",
+    security(("webhook_signature" = [])),
+    params(
+        ("X-Adopt-Timestamp" = i64, Header, description = "Unix seconds; within 5 minutes of now"),
+        ("X-Adopt-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256 of \"{timestamp}.{raw body}\">")),
+    request_body(content = Vec<WebhookEvent>, description = "One event, or an array of events"),
+    responses(
+        (status = 200, description = "Applied (all events in one transaction)", body = EventsResponse),
+        (status = 401, description = "Missing or wrong signature, or timestamp out of range", body = ErrorBody),
+        (status = 409, description = "This exact request was already received", body = ErrorBody),
+        (status = 422, description = "Invalid events; nothing applied", body = ErrorBody),
+        (status = 503, description = "No webhook secret configured", body = ErrorBody)))]
+pub async fn events(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<EventsResponse>, ApiError> {
+    let auth = &state.settings().auth;
+    if auth.webhook_secret.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "webhook_disabled",
+            "no webhook secret is configured (auth.webhook_secret)",
+        ));
+    }
+    let signature = verify(
+        &headers,
+        &body,
+        auth.webhook_secret.as_bytes(),
+        auth.webhook_tolerance_secs,
+    )?;
+    require_json(&headers)?;
+    let events = parse_events(&body)?;
+
+    let mut tx = state.pool().begin().await?;
+    let fresh = sqlx::query(
+        "INSERT INTO api_webhook_signatures (signature) VALUES ($1) ON CONFLICT DO NOTHING",
+    )
+    .bind(signature.as_slice())
+    .execute(&mut *tx)
+    .await?;
+    if fresh.rows_affected() == 0 {
+        return Err(ApiError::conflict(
+            "replayed_request",
+            "this webhook request was already received",
+        ));
+    }
+    let threshold = state.settings().bounce.soft_bounce_threshold;
+    let mut results = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        let (email_id, outcome) = apply(&mut tx, event, threshold).await?;
+        results.push(EventResult {
+            index,
+            email_id,
+            outcome,
+        });
+    }
+    tx.commit().await?;
+    super::idempotency::sweep_expired(&state);
+    Ok(Json(EventsResponse { results }))
+}
+
+fn unauthorized(code: &'static str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+}
+
+/// Checks the timestamp window and the signature; returns the signature's bytes.
+fn verify(
+    headers: &HeaderMap,
+    body: &[u8],
+    secret: &[u8],
+    tolerance_secs: u64,
+) -> Result<Vec<u8>, ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(ts), Some(sig)) = (header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER)) else {
+        return Err(unauthorized(
+            "invalid_signature",
+            "X-Adopt-Timestamp and X-Adopt-Signature are required",
+        ));
+    };
+    let sig = sig
+        .trim()
+        .strip_prefix("sha256=")
+        .and_then(decode_hex)
+        .ok_or_else(|| {
+            unauthorized(
+                "invalid_signature",
+                "X-Adopt-Signature must be sha256=<hex>",
+            )
+        })?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret)
+        .map_err(|_| unauthorized("invalid_signature", "webhook secret unusable"))?;
+    mac.update(ts.trim().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    // verify_slice compares in constant time.
+    mac.verify_slice(&sig)
+        .map_err(|_| unauthorized("invalid_signature", "signature does not match"))?;
+    let ts: i64 = ts.trim().parse().map_err(|_| {
+        unauthorized(
+            "invalid_timestamp",
+            "X-Adopt-Timestamp must be unix seconds",
+        )
+    })?;
+    let skew = (Utc::now().timestamp() - ts).unsigned_abs();
+    if skew > tolerance_secs {
+        return Err(unauthorized(
+            "invalid_timestamp",
+            &format!("X-Adopt-Timestamp is {skew} s from now; at most {tolerance_secs} s allowed"),
+        ));
+    }
+    Ok(sig)
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() != 64 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn parse_events(body: &[u8]) -> Result<Vec<WebhookEvent>, ApiError> {
+    let raw: Value = parse_json(body)?;
+    let items = match raw {
+        Value::Array(items) => items,
+        one @ Value::Object(_) => vec![one],
+        _ => {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "body",
+                "must be an event object or an array of events",
+            )]));
+        }
+    };
+    if items.is_empty() || items.len() > MAX_EVENTS {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "body",
+            format!("must hold 1 to {MAX_EVENTS} events"),
+        )]));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, v) in items.into_iter().enumerate() {
+        let mut fail = |field: String, message: String| {
+            errors.push(FieldError {
+                index: Some(i),
+                field,
+                message,
+            })
+        };
+        match serde_path_to_error::deserialize::<_, WebhookEvent>(v) {
+            Err(e) => {
+                let path = e.path().to_string();
+                let message = e.into_inner().to_string();
+                fail(super::error::field_of(&path, &message), message);
+            }
+            Ok(ev) => {
+                if ev.email_id.is_none() && ev.provider_message_id.is_none() {
+                    fail(
+                        "email_id".into(),
+                        "email_id or provider_message_id is required".into(),
+                    );
+                } else if ev.kind == EventKind::Bounced && ev.bounce_type.is_none() {
+                    fail(
+                        "bounce_type".into(),
+                        "required for bounced events: hard or soft".into(),
+                    );
+                } else {
+                    events.push(ev);
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(events)
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+async fn apply(
+    tx: &mut PgConnection,
+    event: &WebhookEvent,
+    soft_threshold: i32,
+) -> Result<(Option<Uuid>, EventOutcome), sqlx::Error> {
+    let email_id = match (event.email_id, &event.provider_message_id) {
+        (Some(id), _) => Some(id),
+        (None, Some(pmid)) => tracking::find_by_provider_message_id(&mut *tx, pmid).await?,
+        (None, None) => None,
+    };
+    let Some(id) = email_id else {
+        return Ok((None, EventOutcome::NotFound));
+    };
+    let when = event
+        .occurred_at
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(Utc::now);
+    let at = when.to_rfc3339_opts(SecondsFormat::Millis, true);
+    let applied = match event.kind {
+        EventKind::Delivered => tracking::mark_delivered(&mut *tx, id, &at).await?,
+        EventKind::Opened => tracking::record_open(&mut *tx, id, &at).await?,
+        EventKind::Bounced => {
+            let kind = match event.bounce_type {
+                Some(BounceType::Soft) => BounceKind::Soft,
+                _ => BounceKind::Hard,
+            };
+            let reason = event.reason.as_deref().unwrap_or("no reason given");
+            let row = tracking::mark_bounced_async(
+                &mut *tx,
+                id,
+                kind.as_str(),
+                reason,
+                event.code.as_deref(),
+                &at,
+            )
+            .await?;
+            match row {
+                Some(row) => {
+                    let user = recipient(tx, row.user_id, &row.to_email).await?;
+                    preferences::record_bounce(
+                        &mut *tx,
+                        user,
+                        &row.to_email,
+                        kind,
+                        reason,
+                        soft_threshold,
+                        when.naive_utc(),
+                    )
+                    .await?;
+                    true
+                }
+                None => false,
+            }
+        }
+        EventKind::Complained => match tracking::mark_complained(&mut *tx, id, &at).await? {
+            Some(row) => {
+                let user = recipient(tx, row.user_id, &row.to_email).await?;
+                preferences::record_complaint(&mut *tx, user, &row.to_email, when.naive_utc())
+                    .await?;
+                true
+            }
+            None => false,
+        },
+    };
+    if applied {
+        return Ok((Some(id), EventOutcome::Applied));
+    }
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM email_queue WHERE email_id = $1)")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    Ok(if exists {
+        (Some(id), EventOutcome::Ignored)
+    } else {
+        (None, EventOutcome::NotFound)
+    })
+}
+
+/// The row's user, or the user with its address (as the delivery gate resolves it).
+async fn recipient(
+    tx: &mut PgConnection,
+    user_id: Option<Uuid>,
+    address: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    match user_id {
+        Some(u) => Ok(Some(u)),
+        None => preferences::user_for_address(&mut *tx, address).await,
+    }
+}
+
+/// Forgets signatures too old to match a request inside the window (twice the largest
+/// tolerance we could be configured with is far more than needed; one day is plenty).
+pub async fn sweep_seen(pool: &sqlx::PgPool, tolerance_secs: u64) -> Result<(), sqlx::Error> {
+    let keep = (tolerance_secs.saturating_mul(2) + 60) as f64;
+    sqlx::query(
+        "DELETE FROM api_webhook_signatures WHERE received_at < now() - make_interval(secs => $1)",
+    )
+    .bind(keep)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signed(secret: &[u8], ts: i64, body: &[u8]) -> HeaderMap {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+        mac.update(format!("{ts}.").as_bytes());
+        mac.update(body);
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut h = HeaderMap::new();
+        h.insert(TIMESTAMP_HEADER, ts.to_string().parse().unwrap());
+        h.insert(SIGNATURE_HEADER, format!("sha256={hex}").parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn signature_and_window_are_checked() {
+        let now = Utc::now().timestamp();
+        let body = br#"{"type":"delivered","email_id":"0"}"#;
+        assert!(verify(&signed(b"secret", now, body), body, b"secret", 300).is_ok());
+        let e = verify(&signed(b"other", now, body), body, b"secret", 300).unwrap_err();
+        assert_eq!(e.code, "invalid_signature");
+        let e = verify(&signed(b"secret", now, body), b"{}", b"secret", 300).unwrap_err();
+        assert_eq!(e.code, "invalid_signature");
+        let e = verify(&signed(b"secret", now - 301, body), body, b"secret", 300).unwrap_err();
+        assert_eq!(e.code, "invalid_timestamp");
+        let e = verify(&signed(b"secret", now + 301, body), body, b"secret", 300).unwrap_err();
+        assert_eq!(e.code, "invalid_timestamp");
+        assert_eq!(
+            verify(&HeaderMap::new(), body, b"secret", 300)
+                .unwrap_err()
+                .status,
+            401
+        );
+    }
+}

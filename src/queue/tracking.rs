@@ -1,0 +1,182 @@
+//! What happens to a row after it was sent: delivery, opens, clicks, asynchronous bounces and
+//! complaints, from the open pixel, the click redirect and the relay's webhook. Each is one
+//! UPDATE whose status CASE only moves forward (sent → delivered → opened → clicked) and
+//! never touches a row that is not sent-like (never over bounced, failed, unsubscribed).
+//! `tracking` keeps counts and first/last times; no IP address or user agent is stored.
+
+use serde_json::json;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+/// `tracking` as an object whatever it held before (NULL, or a non-object from elsewhere).
+macro_rules! tracking_object {
+    () => {
+        "(CASE WHEN jsonb_typeof(tracking) = 'object' THEN tracking ELSE '{}'::jsonb END)"
+    };
+}
+
+/// `tracking->'<key>'` as a count (older rows may hold an array of events there).
+macro_rules! count_of {
+    ($key:literal) => {
+        concat!(
+            "(CASE jsonb_typeof(tracking->'",
+            $key,
+            "') WHEN 'number' THEN (tracking->>'",
+            $key,
+            "')::numeric::int WHEN 'array' THEN jsonb_array_length(tracking->'",
+            $key,
+            "') ELSE 0 END)"
+        )
+    };
+}
+
+/// The row an event applied to, for the recipient's bookkeeping.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TrackedRow {
+    pub email_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub to_email: String,
+}
+
+/// An open (pixel or relay): `opens + 1`, first/last open times; sent/delivered → opened.
+/// `at` is RFC 3339. False when the row is unknown or not sent-like.
+pub async fn record_open<'e>(
+    exec: impl PgExecutor<'e>,
+    email_id: Uuid,
+    at: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(concat!(
+        "UPDATE email_queue SET tracking = ",
+        tracking_object!(),
+        " || jsonb_build_object('opens', ",
+        count_of!("opens"),
+        " + 1,
+            'firstOpenedAt', COALESCE(tracking->'firstOpenedAt', to_jsonb($2::text)),
+            'lastOpenedAt', $2::text),
+         status = CASE WHEN status IN ('sent', 'delivered') THEN 'opened'::email_status_enum
+                       ELSE status END,
+         updated_at = now() AT TIME ZONE 'UTC'
+         WHERE email_id = $1 AND status IN ('sent', 'delivered', 'opened', 'clicked')"
+    ))
+    .bind(email_id)
+    .bind(at)
+    .execute(exec)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// A click through a signed link: `clicks + 1`, first/last click times;
+/// sent/delivered/opened → clicked.
+pub async fn record_click<'e>(
+    exec: impl PgExecutor<'e>,
+    email_id: Uuid,
+    at: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(concat!(
+        "UPDATE email_queue SET tracking = ",
+        tracking_object!(),
+        " || jsonb_build_object('clicks', ",
+        count_of!("clicks"),
+        " + 1,
+            'firstClickedAt', COALESCE(tracking->'firstClickedAt', to_jsonb($2::text)),
+            'lastClickedAt', $2::text),
+         status = CASE WHEN status IN ('sent', 'delivered', 'opened') THEN 'clicked'::email_status_enum
+                       ELSE status END,
+         updated_at = now() AT TIME ZONE 'UTC'
+         WHERE email_id = $1 AND status IN ('sent', 'delivered', 'opened', 'clicked')"
+    ))
+    .bind(email_id)
+    .bind(at)
+    .execute(exec)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// The relay delivered it: `deliveredAt` (the first report wins); sent → delivered.
+pub async fn mark_delivered<'e>(
+    exec: impl PgExecutor<'e>,
+    email_id: Uuid,
+    at: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(concat!(
+        "UPDATE email_queue SET tracking = ",
+        tracking_object!(),
+        " || jsonb_build_object('deliveredAt', COALESCE(tracking->'deliveredAt', to_jsonb($2::text))),
+         status = CASE WHEN status = 'sent' THEN 'delivered'::email_status_enum ELSE status END,
+         updated_at = now() AT TIME ZONE 'UTC'
+         WHERE email_id = $1 AND status IN ('sent', 'delivered', 'opened', 'clicked')"
+    ))
+    .bind(email_id)
+    .bind(at)
+    .execute(exec)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// An asynchronous bounce (the relay accepted the mail, the recipient's server did not):
+/// sent/delivered/opened/clicked → **bounced** with `bouncedAt`, `bounceType`,
+/// `bounceReason`, `bounceCode` in tracking. None when the row is unknown or not sent-like
+/// (so a repeated report is not counted twice).
+pub async fn mark_bounced_async<'e>(
+    exec: impl PgExecutor<'e>,
+    email_id: Uuid,
+    kind: &str,
+    reason: &str,
+    code: Option<&str>,
+    at: &str,
+) -> Result<Option<TrackedRow>, sqlx::Error> {
+    let bounce = json!({
+        "bouncedAt": at,
+        "bounceType": kind,
+        "bounceReason": reason,
+        "bounceCode": code,
+    });
+    sqlx::query_as(concat!(
+        "UPDATE email_queue SET status = 'bounced', failure_reason = $3,
+         tracking = ",
+        tracking_object!(),
+        " || $2::jsonb,
+         updated_at = now() AT TIME ZONE 'UTC'
+         WHERE email_id = $1 AND status IN ('sent', 'delivered', 'opened', 'clicked')
+         RETURNING email_id, user_id, to_email"
+    ))
+    .bind(email_id)
+    .bind(bounce)
+    .bind(format!("{kind} bounce reported by the relay: {reason}"))
+    .fetch_optional(exec)
+    .await
+}
+
+/// A spam complaint: `complainedAt` in tracking; the status stays.
+pub async fn mark_complained<'e>(
+    exec: impl PgExecutor<'e>,
+    email_id: Uuid,
+    at: &str,
+) -> Result<Option<TrackedRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE email_queue SET tracking = ",
+        tracking_object!(),
+        " || jsonb_build_object('complainedAt', COALESCE(tracking->'complainedAt', to_jsonb($2::text))),
+         updated_at = now() AT TIME ZONE 'UTC'
+         WHERE email_id = $1
+         RETURNING email_id, user_id, to_email"
+    ))
+    .bind(email_id)
+    .bind(at)
+    .fetch_optional(exec)
+    .await
+}
+
+/// The row a relay means by its message id (the newest, should two share one).
+pub async fn find_by_provider_message_id<'e>(
+    exec: impl PgExecutor<'e>,
+    provider_message_id: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT email_id FROM email_queue WHERE provider_message_id = $1
+         ORDER BY created_at DESC NULLS LAST LIMIT 1",
+    )
+    .bind(provider_message_id)
+    .fetch_optional(exec)
+    .await
+}

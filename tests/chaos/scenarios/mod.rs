@@ -1,0 +1,5 @@
+//! The scenarios, by what fails: worker processes, PostgreSQL, the SMTP server.
+
+mod postgres;
+mod process;
+mod smtp;
