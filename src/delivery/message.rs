@@ -145,7 +145,15 @@ fn mailbox(
 ) -> Result<Mailbox, InvalidEmail> {
     single_line(field, address)?;
     let name = match name {
-        Some(n) => Some(single_line(field, n)?.trim().to_string()).filter(|n| !n.is_empty()),
+        Some(n) => {
+            // Name the column the operator has to fix: `to_name`, `from_name`.
+            let name_field = match field {
+                "to" => "to_name",
+                "from" => "from_name",
+                other => other,
+            };
+            Some(single_line(name_field, n)?.trim().to_string()).filter(|n| !n.is_empty())
+        }
         None => None,
     };
     let address = address.trim();

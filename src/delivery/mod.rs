@@ -116,6 +116,14 @@ impl Deliverer {
     }
 
     async fn attempt(&self, email: &ClaimedEmail) -> (Outcome, Option<RenderedContent>) {
+        if let Some(column) = &email.json_too_deep {
+            metrics::send_attempt(SendClass::Invalid, Duration::ZERO);
+            let reason = format!(
+                "{column} is nested deeper than {} levels",
+                crate::queue::MAX_JSON_DEPTH
+            );
+            return (Outcome::Failed { reason }, None);
+        }
         let (format, unsubscribe) = match preferences::decide(email) {
             Verdict::Send {
                 format,

@@ -51,7 +51,8 @@ pub(crate) const RECIPIENT_JOIN: &str = "
 /// Columns of [`RecipientPrefs`] selected by the claim statement.
 pub(crate) const RECIPIENT_COLUMNS: &str = "
     r.uid AS recipient_user_id, (p.preference_id IS NOT NULL) AS has_preferences,
-    p.is_email_enabled, p.global_unsubscribe, p.preferences AS category_prefs,
+    p.is_email_enabled, p.global_unsubscribe, CASE WHEN jsonb_path_exists(p.preferences, 'strict $.**{64 to last}') THEN NULL
+        ELSE p.preferences END AS category_prefs,
     p.email_format::text AS email_format, p.digest_frequency::text AS digest_frequency,
     p.unsubscribe_token, p.is_blacklisted, p.blacklist_reason, p.language,
     s.blacklist_reason AS suppressed_reason";

@@ -21,7 +21,7 @@ pub use held::{
     HeldEmail, held_for_user, mark_sent_via_digest, release_held_for_immediate,
     unsubscribe_held_for_never,
 };
-pub use model::{ClaimedEmail, EmailPriority, EmailStatus, EmailType};
+pub use model::{ClaimedEmail, EmailPriority, EmailStatus, EmailType, MAX_JSON_DEPTH};
 pub use read::{
     EmailRecord, ListAfter, ListFilter, RetryResult, find_email, list_emails, retry_failed,
 };
@@ -61,8 +61,11 @@ macro_rules! claimed_columns {
             "html_content, ",
             $p,
             "text_content, ",
+            "CASE WHEN jsonb_path_exists(",
             $p,
-            "template_data, ",
+            "template_data, 'strict $.**{64 to last}') THEN NULL ELSE ",
+            $p,
+            "template_data END AS template_data, ",
             $p,
             "type, ",
             $p,
@@ -73,8 +76,11 @@ macro_rules! claimed_columns {
             "current_retries, ",
             $p,
             "last_attempt_at, ",
+            "CASE WHEN jsonb_path_exists(",
             $p,
-            "metadata, ",
+            "metadata, 'strict $.**{64 to last}') THEN NULL ELSE ",
+            $p,
+            "metadata END AS metadata, ",
             $p,
             "campaign_id, ",
             $p,
@@ -86,6 +92,15 @@ macro_rules! claimed_columns {
         )
     };
 }
+
+/// `ClaimedEmail::json_too_deep`: which JSON column of the row (or its recipient's
+/// preferences) nests deeper than [`MAX_JSON_DEPTH`]; such columns are selected as NULL.
+const JSON_TOO_DEEP: &str = "CASE
+    WHEN jsonb_path_exists(c.template_data, 'strict $.**{64 to last}') THEN 'template_data'
+    WHEN jsonb_path_exists(c.metadata, 'strict $.**{64 to last}') THEN 'metadata'
+    WHEN jsonb_path_exists(p.preferences, 'strict $.**{64 to last}')
+        THEN 'email_preferences.preferences'
+    END AS json_too_deep";
 
 /// Claims up to `limit` due rows, highest priority first and oldest due time first within
 /// a priority, and marks them `sending`. One statement: per priority value, an index range
@@ -119,7 +134,7 @@ pub async fn claim_due(pool: &PgPool, limit: u32) -> Result<Vec<ClaimedEmail>, s
                 FROM due WHERE e.email_id = due.email_id
                 RETURNING e.*
             )
-            SELECT {}, {}
+            SELECT {}, {}, {JSON_TOO_DEEP}
             FROM claimed c {}",
             claimed_columns!("c."),
             crate::preferences::RECIPIENT_COLUMNS,

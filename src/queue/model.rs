@@ -4,6 +4,10 @@ use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Deepest JSON nesting a claimed row's `template_data`/`metadata` may have (the claim
+/// statement's `'strict $.**{64 to last}'` must match it).
+pub const MAX_JSON_DEPTH: usize = 64;
+
 /// `email_type_enum`.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
@@ -144,6 +148,11 @@ pub struct ClaimedEmail {
     pub user_id: Option<Uuid>,
     pub created_at: Option<NaiveDateTime>,
     pub tags: Option<Vec<String>>,
+    /// The JSON column nested deeper than [`MAX_JSON_DEPTH`] levels, if any: the claim
+    /// returns it as NULL (serde_json refuses such depth, and one undecodable row would
+    /// fail the whole batch) and the row fails with this as its reason.
+    #[sqlx(default)]
+    pub json_too_deep: Option<String>,
     /// The recipient's preferences, joined by the claim.
     #[sqlx(flatten)]
     pub recipient: crate::preferences::RecipientPrefs,

@@ -13,6 +13,9 @@ mod cache;
 mod check;
 pub mod files;
 mod lookup;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod props;
 mod render;
 mod store;
 mod sync;

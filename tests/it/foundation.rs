@@ -144,7 +144,11 @@ async fn bad_rows_fail_with_readable_reasons_and_do_not_stall_the_queue() {
             .contains("invalid to address \"not an address\"")
     );
     assert!(reason(crlf).await.contains("subject contains a line break"));
-    assert!(reason(crlf_name).await.contains("to contains a line break"));
+    assert!(
+        reason(crlf_name)
+            .await
+            .contains("to_name contains a line break")
+    );
     assert!(reason(empty).await.contains("no body"));
     assert!(
         reason(bad_cc)

@@ -12,4 +12,6 @@ mod delivery;
 mod foundation;
 mod jobs;
 mod ops;
+mod properties;
+mod security;
 mod templates;

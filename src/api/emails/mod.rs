@@ -1,5 +1,8 @@
 //! `/v1/emails`: enqueue (one, or a batch in one transaction), read one, list, retry.
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod props;
 mod request;
 mod view;
 
