@@ -77,15 +77,9 @@ macro_rules! claimed_columns {
     };
 }
 
-/// Claims up to `limit` due rows, highest priority first and oldest due time first within
-/// a priority, and marks them `sending`. One statement: per priority value, an index range
-/// scan on `idx_email_queue_claim` that stops at the first row not yet due, so rows
-/// scheduled in the future cost nothing however many there are; the nested loop walks the
-/// priorities in array order and the outer LIMIT stops it as soon as the batch is full.
-/// `SKIP LOCKED` lets any number of processes claim at once without ever taking the same
-/// row. The recipient's preferences are joined in the same statement, so the preference
-/// gate costs no extra round trip.
-pub async fn claim_due(pool: &PgPool, limit: u32) -> Result<Vec<ClaimedEmail>, sqlx::Error> {
+/// The claim statement exactly as [`claim_due`] runs it (`$1` = batch size), for
+/// `EXPLAIN` in the benchmark and for operators.
+pub fn claim_statement() -> &'static str {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH due AS (
@@ -116,7 +110,19 @@ pub async fn claim_due(pool: &PgPool, limit: u32) -> Result<Vec<ClaimedEmail>, s
             crate::preferences::RECIPIENT_JOIN,
         )
     });
-    let mut rows: Vec<ClaimedEmail> = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
+    SQL.as_str()
+}
+
+/// Claims up to `limit` due rows, highest priority first and oldest due time first within
+/// a priority, and marks them `sending`. One statement: per priority value, an index range
+/// scan on `idx_email_queue_claim` that stops at the first row not yet due, so rows
+/// scheduled in the future cost nothing however many there are; the nested loop walks the
+/// priorities in array order and the outer LIMIT stops it as soon as the batch is full.
+/// `SKIP LOCKED` lets any number of processes claim at once without ever taking the same
+/// row. The recipient's preferences are joined in the same statement, so the preference
+/// gate costs no extra round trip.
+pub async fn claim_due(pool: &PgPool, limit: u32) -> Result<Vec<ClaimedEmail>, sqlx::Error> {
+    let mut rows: Vec<ClaimedEmail> = sqlx::query_as(sqlx::AssertSqlSafe(claim_statement()))
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await?;
