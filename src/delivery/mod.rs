@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use tracing::{Instrument, info_span, warn};
 
 use crate::preferences::{self, BounceKind, Unsubscribe, Verdict};
-use crate::queue::{self, ClaimedEmail, EmailStatus, Recorded, RenderedContent};
+use crate::queue::{self, ClaimedEmail, EmailStatus, Recorded, RenderedContent, SentBatcher};
 use classify::{FailureClass, SendFailure};
 use message::{Content, ListUnsubscribe};
 use retry::RetryPolicy;
@@ -60,6 +60,8 @@ type RateLimiter = governor::DefaultDirectRateLimiter;
 #[derive(Clone)]
 pub struct Deliverer {
     pool: PgPool,
+    /// `sent` results are written in batches: most of the database's work under load.
+    sent: SentBatcher,
     transport: Transport,
     policy: Arc<DeliveryPolicy>,
     limiter: Option<Arc<RateLimiter>>,
@@ -70,6 +72,7 @@ impl Deliverer {
         let limiter = NonZeroU32::new(policy.rate_limit_per_sec)
             .map(|n| Arc::new(RateLimiter::direct(governor::Quota::per_second(n))));
         Deliverer {
+            sent: SentBatcher::new(pool.clone()),
             pool,
             transport,
             policy: Arc::new(policy),
@@ -220,14 +223,14 @@ impl Deliverer {
         let max = self.policy.retry.default_max_retries;
         match outcome {
             Outcome::Sent(a) => {
-                queue::mark_sent(
-                    pool,
-                    email,
-                    &a.provider_id,
-                    a.provider_message_id.as_deref(),
-                    rendered,
-                )
-                .await
+                self.sent
+                    .mark_sent(
+                        email,
+                        &a.provider_id,
+                        a.provider_message_id.as_deref(),
+                        rendered,
+                    )
+                    .await
             }
             Outcome::Retry { failure, delay } if failure.is_soft_bounce() => {
                 let mut tx = pool.begin().await?;

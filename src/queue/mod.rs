@@ -2,6 +2,7 @@
 //! Nothing else in the crate writes this table's status; each transition is one UPDATE
 //! fenced on the claim (`status = 'sending' AND last_attempt_at = claimed_at`).
 
+mod batch;
 mod enqueue;
 mod model;
 
@@ -13,6 +14,7 @@ use serde_json::Value;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
+pub use batch::SentBatcher;
 pub use enqueue::{NewEmail, enqueue};
 pub use model::{ClaimedEmail, EmailPriority, EmailStatus, EmailType};
 
