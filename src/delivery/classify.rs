@@ -225,6 +225,17 @@ impl SendFailure {
         SendFailure::transient(reason)
     }
 
+    /// An I/O error on a socket we opened ourselves (connecting to the relay), worded as
+    /// lettre's own connection errors are.
+    pub fn from_io(err: &io::Error, connecting: bool) -> SendFailure {
+        let reason = match describe_io(err.kind(), connecting) {
+            Some(what) => what.to_owned(),
+            None if connecting => format!("connection error: {err}"),
+            None => format!("network error: {err}"),
+        };
+        SendFailure::transient(reason)
+    }
+
     /// The whole send did not finish within `after` (lettre's async transport only bounds
     /// the TCP connect, so the caller wraps the send in `tokio::time::timeout`).
     pub fn timed_out(after: Duration) -> SendFailure {

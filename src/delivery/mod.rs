@@ -20,7 +20,7 @@ use crate::metrics::{
     self, BounceKind as MetricBounce, Outcome as MetricOutcome, SendClass, SuppressionReason,
 };
 use crate::preferences::{self, BounceKind, OptOut, Unsubscribe, Verdict};
-use crate::queue::{self, ClaimedEmail, EmailStatus, Recorded, RenderedContent};
+use crate::queue::{self, ClaimedEmail, EmailStatus, Recorded, RenderedContent, SentBatcher};
 use crate::templates::Templates;
 use classify::{FailureClass, SendFailure};
 use message::{Content, ListUnsubscribe};
@@ -69,6 +69,8 @@ type RateLimiter = governor::DefaultDirectRateLimiter;
 #[derive(Clone)]
 pub struct Deliverer {
     pool: PgPool,
+    /// `sent` results are written in batches: most of the database's work under load.
+    sent: SentBatcher,
     transport: Transport,
     policy: Arc<DeliveryPolicy>,
     limiter: Option<Arc<RateLimiter>>,
@@ -85,6 +87,7 @@ impl Deliverer {
         let limiter = NonZeroU32::new(policy.rate_limit_per_sec)
             .map(|n| Arc::new(RateLimiter::direct(governor::Quota::per_second(n))));
         Deliverer {
+            sent: SentBatcher::new(pool.clone()),
             pool,
             transport,
             policy: Arc::new(policy),
@@ -338,14 +341,14 @@ impl Deliverer {
         }
         match outcome {
             Outcome::Sent(a) => {
-                queue::mark_sent(
-                    pool,
-                    email,
-                    &a.provider_id,
-                    a.provider_message_id.as_deref(),
-                    rendered,
-                )
-                .await
+                self.sent
+                    .mark_sent(
+                        email,
+                        &a.provider_id,
+                        a.provider_message_id.as_deref(),
+                        rendered,
+                    )
+                    .await
             }
             Outcome::Retry { failure, delay } if failure.is_soft_bounce() => {
                 let mut tx = pool.begin().await?;

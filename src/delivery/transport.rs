@@ -1,15 +1,14 @@
 //! Where messages go: a pooled SMTP relay, or the local outbox of `.eml` files when no
 //! SMTP is configured (the embedded default).
 
+mod relay;
+
 use std::path::{Path, PathBuf};
-
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::extension::ClientId;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use uuid::Uuid;
-
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
+
+use lettre::Message;
+use uuid::Uuid;
 
 use super::classify::SendFailure;
 use crate::config::{OutboxSettings, SmtpSettings, redact_url};
@@ -64,25 +63,14 @@ impl Transport {
             });
         }
         let url = secure_by_default(&smtp.url)?;
-        let bad = |problem: String| TransportError::BadUrl {
-            url: redact_url(&smtp.url),
-            problem,
-        };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
-            .map_err(|e| bad(e.to_string()))?
-            .timeout(Some(smtp.timeout()))
-            .pool_config(
-                PoolConfig::new()
-                    .max_size(smtp.pool_size)
-                    .min_idle(0)
-                    .idle_timeout(std::time::Duration::from_secs(60)),
-            );
-        if !smtp.helo_name.is_empty() {
-            builder = builder.hello_name(ClientId::Domain(smtp.helo_name.clone()));
-        }
+        let server = relay::Server::from_url(&url, &smtp.helo_name).map_err(|problem| {
+            TransportError::BadUrl {
+                url: redact_url(&smtp.url),
+                problem,
+            }
+        })?;
         Ok(Transport::Smtp(Arc::new(SmtpRelay {
-            mailer: RwLock::new(builder.clone().build()),
-            builder,
+            connections: relay::Connections::new(server, smtp.pool_size),
             timeout: smtp.timeout(),
             provider_id: smtp.provider_id.clone(),
             description: format!("smtp {}", redact_url(&url)),
@@ -131,40 +119,22 @@ impl Transport {
     }
 }
 
-/// A pooled relay connection. lettre's own timeout covers only the TCP connect, so every
-/// send is bounded here; a send cut short leaves its pooled connection mid-command, so the
-/// pool is replaced rather than trusted again.
+/// The SMTP relay: pooled connections (see `relay`), every send bounded by `timeout`. A
+/// send cut short drops its connection, which was left mid-command.
 pub struct SmtpRelay {
-    mailer: RwLock<AsyncSmtpTransport<Tokio1Executor>>,
-    builder: lettre::transport::smtp::AsyncSmtpTransportBuilder,
+    connections: Arc<relay::Connections>,
     timeout: Duration,
     provider_id: String,
     description: String,
 }
 
 impl SmtpRelay {
-    fn mailer(&self) -> AsyncSmtpTransport<Tokio1Executor> {
-        match self.mailer.read() {
-            Ok(m) => m.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    fn replace_pool(&self) {
-        let fresh = self.builder.clone().build();
-        match self.mailer.write() {
-            Ok(mut m) => *m = fresh,
-            Err(poisoned) => *poisoned.into_inner() = fresh,
-        }
-    }
-
     async fn send(&self, message: &Message, message_id: &str) -> Result<Accepted, SendFailure> {
-        let mailer = self.mailer();
-        let response = match tokio::time::timeout(self.timeout, mailer.send(message.clone())).await
+        let response = match tokio::time::timeout(self.timeout, self.connections.send(message))
+            .await
         {
-            Ok(result) => result.map_err(|e| SendFailure::from_smtp_error(&e))?,
+            Ok(result) => result?,
             Err(_) => {
-                self.replace_pool();
                 return Err(SendFailure::transient(format!(
                     "timed out after {}s waiting for the SMTP server; the message may have been delivered",
                     self.timeout.as_secs()

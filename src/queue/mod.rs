@@ -2,6 +2,7 @@
 //! Nothing else in the crate writes this table's status; each transition is one UPDATE
 //! fenced on the claim (`status = 'sending' AND last_attempt_at = claimed_at`).
 
+mod batch;
 mod enqueue;
 mod held;
 mod model;
@@ -16,6 +17,7 @@ use serde_json::Value;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
+pub use batch::SentBatcher;
 pub use enqueue::{NewEmail, enqueue};
 pub use held::{
     HeldEmail, held_for_user, mark_sent_via_digest, release_held_for_immediate,
@@ -102,15 +104,9 @@ const JSON_TOO_DEEP: &str = "CASE
         THEN 'email_preferences.preferences'
     END AS json_too_deep";
 
-/// Claims up to `limit` due rows, highest priority first and oldest due time first within
-/// a priority, and marks them `sending`. One statement: per priority value, an index range
-/// scan on `idx_email_queue_claim` that stops at the first row not yet due, so rows
-/// scheduled in the future cost nothing however many there are; the nested loop walks the
-/// priorities in array order and the outer LIMIT stops it as soon as the batch is full.
-/// `SKIP LOCKED` lets any number of processes claim at once without ever taking the same
-/// row. The recipient's preferences are joined in the same statement, so the preference
-/// gate costs no extra round trip.
-pub async fn claim_due(pool: &PgPool, limit: u32) -> Result<Vec<ClaimedEmail>, sqlx::Error> {
+/// The claim statement exactly as [`claim_due`] runs it (`$1` = batch size), for
+/// `EXPLAIN` in the benchmark and for operators.
+pub fn claim_statement() -> &'static str {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH due AS (
@@ -141,8 +137,20 @@ pub async fn claim_due(pool: &PgPool, limit: u32) -> Result<Vec<ClaimedEmail>, s
             crate::preferences::RECIPIENT_JOIN,
         )
     });
+    SQL.as_str()
+}
+
+/// Claims up to `limit` due rows, highest priority first and oldest due time first within
+/// a priority, and marks them `sending`. One statement: per priority value, an index range
+/// scan on `idx_email_queue_claim` that stops at the first row not yet due, so rows
+/// scheduled in the future cost nothing however many there are; the nested loop walks the
+/// priorities in array order and the outer LIMIT stops it as soon as the batch is full.
+/// `SKIP LOCKED` lets any number of processes claim at once without ever taking the same
+/// row. The recipient's preferences are joined in the same statement, so the preference
+/// gate costs no extra round trip.
+pub async fn claim_due(pool: &PgPool, limit: u32) -> Result<Vec<ClaimedEmail>, sqlx::Error> {
     let sent_at = std::time::Instant::now();
-    let mut rows: Vec<ClaimedEmail> = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
+    let mut rows: Vec<ClaimedEmail> = sqlx::query_as(sqlx::AssertSqlSafe(claim_statement()))
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await?;

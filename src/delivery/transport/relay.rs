@@ -1,0 +1,304 @@
+//! The SMTP relay's connections: at most `pool_size` open at once, reused message after
+//! message, with `TCP_NODELAY` set.
+//!
+//! Why not lettre's own pool (measured in bench/results, README "Performance"):
+//! - its sockets keep Nagle's algorithm on, so the final `\r\n.\r\n` of every message, a
+//!   separate small write, waits for the server's delayed ACK: about 40 ms per message on
+//!   Linux, whatever the server's speed;
+//! - it sends NOOP before every reuse, one more round trip per message;
+//! - `max_size` bounds only the idle connections: with more sends in flight than that,
+//!   extra connections are opened and closed (QUIT) after each message.
+//!
+//! Here a connection idle for less than [`CHECK_AFTER_IDLE`] is used as it is; one idle
+//! longer is checked with NOOP first, and one idle past [`IDLE_TIMEOUT`] is closed. A
+//! connection that saw any error is never reused (lettre closes it). Implicit TLS
+//! (`smtps://`) connections are opened by lettre and so keep Nagle on.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use lettre::Message;
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::response::Response;
+use tokio::sync::Semaphore;
+
+use super::super::classify::SendFailure;
+
+/// A pooled connection idle longer than this is checked with NOOP before use.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(5);
+/// A pooled connection idle longer than this is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where and how to connect, from the relay URL.
+#[derive(Clone)]
+pub(super) struct Server {
+    host: String,
+    port: u16,
+    tls: Tls,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+}
+
+impl Server {
+    /// Reads an URL already passed through `secure_by_default`, as lettre's `from_url`
+    /// does: `smtp://` plain (port 25), `?tls=required|opportunistic` STARTTLS (587),
+    /// `smtps://` implicit TLS (465), user and password as credentials, a path as the
+    /// EHLO name. `helo_name`, when not empty, wins over the path.
+    pub(super) fn from_url(raw: &str, helo_name: &str) -> Result<Server, String> {
+        let url = url::Url::parse(raw).map_err(|e| e.to_string())?;
+        let host = url
+            .host_str()
+            .ok_or("the URL names no host")?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let tls_param = url
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.into_owned());
+        let params = || TlsParameters::new(host.clone()).map_err(|e| e.to_string());
+        let (tls, default_port) = match (url.scheme(), tls_param.as_deref()) {
+            ("smtp", None) => (Tls::None, 25),
+            ("smtp", Some("required")) => (Tls::Required(params()?), 587),
+            ("smtp", Some("opportunistic")) => (Tls::Opportunistic(params()?), 587),
+            ("smtps", _) => (Tls::Wrapper(params()?), 465),
+            (scheme, tls) => {
+                return Err(format!(
+                    "unknown scheme {scheme:?} or tls parameter {tls:?}"
+                ));
+            }
+        };
+        let credentials = match url.password() {
+            Some(password) => Some(Credentials::new(
+                percent_decode(url.username())?,
+                percent_decode(password)?,
+            )),
+            None => None,
+        };
+        let path = url.path().trim_matches('/');
+        let hello = if !helo_name.is_empty() {
+            ClientId::Domain(helo_name.to_string())
+        } else if !path.is_empty() {
+            ClientId::Domain(path.to_string())
+        } else {
+            ClientId::default()
+        };
+        Ok(Server {
+            host,
+            port: url.port().unwrap_or(default_port),
+            tls,
+            credentials,
+            hello,
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "the URL's user or password is not UTF-8".to_string())
+}
+
+struct Idle {
+    conn: AsyncSmtpConnection,
+    since: Instant,
+}
+
+/// The relay's connections. Every send holds one of `pool_size` permits for its whole
+/// duration, so no more connections than that are ever open.
+pub(super) struct Connections {
+    server: Server,
+    permits: Semaphore,
+    idle: Mutex<Vec<Idle>>,
+    reaper: std::sync::OnceLock<()>,
+}
+
+impl Connections {
+    pub(super) fn new(server: Server, pool_size: u32) -> Arc<Connections> {
+        Arc::new(Connections {
+            server,
+            permits: Semaphore::new(pool_size.max(1) as usize),
+            idle: Mutex::new(Vec::new()),
+            reaper: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Sends one message on a pooled (or new) connection and returns the server's final
+    /// reply. Not bounded in time here: the caller wraps it in its timeout, and a send cut
+    /// short drops its connection with it.
+    pub(super) async fn send(self: &Arc<Self>, message: &Message) -> Result<Response, SendFailure> {
+        self.reaper.get_or_init(|| {
+            tokio::spawn(close_idle(Arc::downgrade(self)));
+        });
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| SendFailure::transient("smtp transport shut down"))?;
+        let mut conn = self.checkout().await?;
+        let bytes = message.formatted();
+        match conn.send(message.envelope(), &bytes).await {
+            Ok(response) => {
+                self.checkin(conn);
+                Ok(response)
+            }
+            // lettre has already closed a connection that saw an error.
+            Err(e) => Err(SendFailure::from_smtp_error(&e)),
+        }
+    }
+
+    fn take_idle(&self) -> Option<Idle> {
+        match self.idle.lock() {
+            Ok(mut idle) => idle.pop(),
+            Err(poisoned) => poisoned.into_inner().pop(),
+        }
+    }
+
+    fn checkin(&self, conn: AsyncSmtpConnection) {
+        if conn.has_broken() {
+            return;
+        }
+        let idle = Idle {
+            conn,
+            since: Instant::now(),
+        };
+        match self.idle.lock() {
+            Ok(mut list) => list.push(idle),
+            Err(poisoned) => poisoned.into_inner().push(idle),
+        }
+    }
+
+    async fn checkout(&self) -> Result<AsyncSmtpConnection, SendFailure> {
+        while let Some(Idle { mut conn, since }) = self.take_idle() {
+            let idle_for = since.elapsed();
+            if idle_for > IDLE_TIMEOUT {
+                conn.abort().await;
+            } else if idle_for < CHECK_AFTER_IDLE || conn.test_connected().await {
+                return Ok(conn);
+            }
+        }
+        self.connect().await
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SendFailure> {
+        let s = &self.server;
+        let smtp_err = |e: lettre::transport::smtp::Error| SendFailure::from_smtp_error(&e);
+        let mut conn = if let Tls::Wrapper(params) = &s.tls {
+            AsyncSmtpConnection::connect_tokio1(
+                (s.host.as_str(), s.port),
+                None,
+                &s.hello,
+                Some(params.clone()),
+                None,
+            )
+            .await
+            .map_err(smtp_err)?
+        } else {
+            let tcp = tokio::net::TcpStream::connect((s.host.as_str(), s.port))
+                .await
+                .map_err(|e| SendFailure::from_io(&e, true))?;
+            // The point of this module: see its documentation.
+            tcp.set_nodelay(true)
+                .map_err(|e| SendFailure::from_io(&e, true))?;
+            let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &s.hello)
+                .await
+                .map_err(smtp_err)?;
+            match &s.tls {
+                Tls::Required(params) => conn
+                    .starttls(params.clone(), &s.hello)
+                    .await
+                    .map_err(smtp_err)?,
+                Tls::Opportunistic(params) if conn.can_starttls() => conn
+                    .starttls(params.clone(), &s.hello)
+                    .await
+                    .map_err(smtp_err)?,
+                _ => {}
+            }
+            conn
+        };
+        if let Some(credentials) = &s.credentials {
+            conn.auth(DEFAULT_MECHANISMS, credentials)
+                .await
+                .map_err(smtp_err)?;
+        }
+        Ok(conn)
+    }
+
+    /// Closes every idle connection (QUIT). Sends in flight keep theirs.
+    pub(super) async fn close_idle_now(&self, older_than: Duration) {
+        let stale: Vec<Idle> = {
+            let mut guard = match self.idle.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let (stale, keep) = guard
+                .drain(..)
+                .partition(|i| i.since.elapsed() >= older_than);
+            *guard = keep;
+            stale
+        };
+        for mut i in stale {
+            i.conn.abort().await;
+        }
+    }
+}
+
+/// Closes connections idle past [`IDLE_TIMEOUT`], so an idle worker does not hold the
+/// relay's connections open; ends when the relay is dropped.
+async fn close_idle(connections: Weak<Connections>) {
+    loop {
+        tokio::time::sleep(IDLE_TIMEOUT / 2).await;
+        let Some(c) = connections.upgrade() else {
+            return;
+        };
+        c.close_idle_now(IDLE_TIMEOUT).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_read_like_lettre_reads_them() {
+        let s = Server::from_url("smtp://127.0.0.1:2525", "").unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 2525));
+        assert!(matches!(s.tls, Tls::None));
+        assert!(s.credentials.is_none());
+
+        let s = Server::from_url(
+            "smtp://u%40x:p%2Fw@relay.example?tls=required",
+            "me.example",
+        )
+        .unwrap();
+        assert_eq!(s.port, 587);
+        assert!(matches!(s.tls, Tls::Required(_)));
+        assert_eq!(
+            s.credentials,
+            Some(Credentials::new("u@x".into(), "p/w".into()))
+        );
+        assert_eq!(s.hello, ClientId::Domain("me.example".into()));
+
+        let s = Server::from_url("smtps://relay.example/helo.example", "").unwrap();
+        assert_eq!(s.port, 465);
+        assert!(matches!(s.tls, Tls::Wrapper(_)));
+        assert_eq!(s.hello, ClientId::Domain("helo.example".into()));
+
+        assert!(Server::from_url("smtp://relay.example?tls=bogus", "").is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! `sending → sent` for many rows in one statement. Every accepted email used to be one
+//! UPDATE and one commit (a WAL flush) of its own; under load that was most of
+//! PostgreSQL's work. The writer takes whatever results are waiting, writes them with one
+//! UPDATE over `unnest(...)`, and answers each caller. An idle queue gets no delay: a lone
+//! result is written at once, and batches only form while a write is in flight.
+
+use std::sync::{Arc, OnceLock};
+
+use chrono::NaiveDateTime;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{ClaimedEmail, EmailStatus, Recorded, RenderedContent};
+
+/// Results written by one statement at most.
+const MAX_BATCH: usize = 256;
+
+struct Pending {
+    email_id: Uuid,
+    claimed_at: NaiveDateTime,
+    provider_id: String,
+    provider_message_id: Option<String>,
+    rendered: Option<RenderedContent>,
+    reply: oneshot::Sender<Result<Recorded, String>>,
+}
+
+/// Records `sent` results in batches; cheap to clone, shared by every send task. The
+/// writer task starts on first use and ends when the last clone is dropped.
+#[derive(Clone)]
+pub struct SentBatcher {
+    pool: PgPool,
+    tx: Arc<OnceLock<mpsc::UnboundedSender<Pending>>>,
+}
+
+impl SentBatcher {
+    pub fn new(pool: PgPool) -> SentBatcher {
+        SentBatcher {
+            pool,
+            tx: Arc::default(),
+        }
+    }
+
+    /// Same contract as [`super::mark_sent`]: fenced on the claim, also accepted while the
+    /// row sits `queued` after a lease reclaim. A failed batch fails every caller in it
+    /// with the database's message; callers retry as they would a single UPDATE.
+    pub async fn mark_sent(
+        &self,
+        email: &ClaimedEmail,
+        provider_id: &str,
+        provider_message_id: Option<&str>,
+        rendered: Option<&RenderedContent>,
+    ) -> Result<Recorded, sqlx::Error> {
+        let tx = self.tx.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(write_batches(self.pool.clone(), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            email_id: email.email_id,
+            claimed_at: email.claimed_at,
+            provider_id: provider_id.to_string(),
+            provider_message_id: provider_message_id.map(str::to_string),
+            rendered: rendered.cloned(),
+            reply,
+        };
+        tx.send(pending).map_err(|_| sqlx::Error::WorkerCrashed)?;
+        match answer.await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(message)) => Err(sqlx::Error::Protocol(message)),
+            Err(_) => Err(sqlx::Error::WorkerCrashed),
+        }
+    }
+}
+
+async fn write_batches(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let result = write_batch(&pool, &batch).await;
+        for p in batch.drain(..) {
+            let answer = match &result {
+                Ok(written) => Ok(if written.contains(&p.email_id) {
+                    Recorded::Written(EmailStatus::Sent)
+                } else {
+                    Recorded::Fenced
+                }),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = p.reply.send(answer);
+        }
+    }
+}
+
+/// One UPDATE for the whole batch; returns the ids it wrote (the others were fenced).
+async fn write_batch(
+    pool: &PgPool,
+    batch: &[Pending],
+) -> Result<std::collections::HashSet<Uuid>, sqlx::Error> {
+    let ids: Vec<Uuid> = batch.iter().map(|p| p.email_id).collect();
+    let fences: Vec<NaiveDateTime> = batch.iter().map(|p| p.claimed_at).collect();
+    let providers: Vec<&str> = batch.iter().map(|p| p.provider_id.as_str()).collect();
+    let message_ids: Vec<Option<&str>> = batch
+        .iter()
+        .map(|p| p.provider_message_id.as_deref())
+        .collect();
+    let rendered = |f: fn(&RenderedContent) -> Option<&str>| -> Vec<Option<&str>> {
+        batch
+            .iter()
+            .map(|p| p.rendered.as_ref().and_then(f))
+            .collect()
+    };
+    let subjects = rendered(|r| Some(r.subject.as_str()));
+    let htmls = rendered(|r| Some(r.html_content.as_str()));
+    let texts = rendered(|r| r.text_content.as_deref());
+    let versions: Vec<Option<i32>> = batch
+        .iter()
+        .map(|p| p.rendered.as_ref().and_then(|r| r.template_version))
+        .collect();
+    let written: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE email_queue e SET
+            status = 'sent',
+            sent_at = now() AT TIME ZONE 'UTC',
+            provider_id = r.provider_id,
+            provider_message_id = r.provider_message_id,
+            failure_reason = NULL,
+            subject = COALESCE(r.subject, e.subject),
+            html_content = COALESCE(r.html_content, e.html_content),
+            text_content = CASE WHEN r.subject IS NULL THEN e.text_content ELSE r.text_content END,
+            metadata = CASE WHEN r.template_version IS NULL THEN e.metadata
+                       ELSE COALESCE(e.metadata, '{}') || jsonb_build_object('templateVersion', r.template_version) END,
+            updated_at = now() AT TIME ZONE 'UTC'
+         FROM unnest($1::uuid[], $2::timestamp[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::int[])
+              AS r(email_id, fence, provider_id, provider_message_id, subject, html_content,
+                   text_content, template_version)
+         WHERE e.email_id = r.email_id AND e.last_attempt_at = r.fence
+           AND e.status IN ('sending', 'queued')
+         RETURNING e.email_id",
+    )
+    .bind(ids)
+    .bind(fences)
+    .bind(providers)
+    .bind(message_ids)
+    .bind(subjects)
+    .bind(htmls)
+    .bind(texts)
+    .bind(versions)
+    .fetch_all(pool)
+    .await?;
+    Ok(written.into_iter().collect())
+}
