@@ -440,10 +440,3 @@ pub async fn keep_rendered(
     .await?;
     Ok(())
 }
-
-/// Row counts by status (the `drain` summary, readiness, metrics).
-pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(EmailStatus, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT status, count(*) FROM email_queue GROUP BY status ORDER BY status")
-        .fetch_all(pool)
-        .await
-}
