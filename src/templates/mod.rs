@@ -13,6 +13,7 @@ mod cache;
 mod check;
 pub mod files;
 mod lookup;
+mod preinline;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod props;
@@ -167,6 +168,14 @@ struct Inner {
     app: SampleApp,
     tracker: Option<Tracker>,
     caches: Caches,
+    /// Held while a version is fetched and compiled, so the many sends that miss the cache
+    /// together (the first batch of a campaign) wait for one compile instead of each
+    /// running their own. Compiles are rare: once per version and process.
+    compiling: tokio::sync::Mutex<()>,
+    /// Renders are CPU work on blocking threads: no more run at once than there are cores,
+    /// so a burst of sends does not start a thread (and a malloc arena, and a document's
+    /// worth of memory) per email in flight.
+    rendering: tokio::sync::Semaphore,
 }
 
 /// The templates handle: lookup, render, sync, check. Cheap to clone.
@@ -218,6 +227,10 @@ impl Templates {
                 app: sample_app(settings),
                 tracker,
                 caches: Caches::default(),
+                compiling: tokio::sync::Mutex::new(()),
+                rendering: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+                ),
             }),
         }
     }
@@ -387,10 +400,12 @@ impl Templates {
             version: compiled.version,
             problem,
         };
+        let permit = self.inner.rendering.acquire().await;
         let parts = tokio::task::spawn_blocking(move || job.run())
             .await
             .map_err(|e| failed(format!("rendering panicked: {e}")))?
             .map_err(|p| failed(p.to_string()))?;
+        drop(permit);
         self.inner
             .caches
             .record_use(resolved.template_id, chrono::Utc::now().naive_utc());
@@ -418,12 +433,21 @@ impl Templates {
             want,
             if current { r.updated_at } else { None },
         );
-        if let Some(hit) = self.inner.caches.compiled(&key) {
-            return hit.map_err(|problem| RenderError::Template {
-                name: r.name.clone(),
-                version: want,
-                problem,
-            });
+        let cached = || {
+            self.inner.caches.compiled(&key).map(|hit| {
+                hit.map_err(|problem| RenderError::Template {
+                    name: r.name.clone(),
+                    version: want,
+                    problem,
+                })
+            })
+        };
+        if let Some(hit) = cached() {
+            return hit;
+        }
+        let _compiling = self.inner.compiling.lock().await;
+        if let Some(hit) = cached() {
+            return hit;
         }
         let pool = &self.inner.pool;
         let mut fetched = None;
@@ -600,6 +624,64 @@ mod tests {
             year: 2026,
         };
         c.render(data.as_object().unwrap(), &common).unwrap()
+    }
+
+    /// The shipped templates get their CSS inlined once per version, except where it could
+    /// depend on the data (`system_alert` picks its notice class from `tone`); either way an
+    /// email is, once normalised, what per-email inlining makes of it, for varied data.
+    #[test]
+    fn shipped_templates_are_preinlined_where_safe_and_render_the_same() {
+        let dir = files::load_dir(Path::new("templates"), "en-US");
+        assert!(dir.templates.len() >= 13);
+        let common = render::Common {
+            app_name: "Adopt & Co",
+            app_base_url: "https://adoptdontshop.com",
+            app_support_email: "support@adoptdontshop.com",
+            recipient_email: "o'brien@example.com",
+            recipient_name: Some("Dana <O'Brien>"),
+            unsubscribe_url: "https://api.example/u/t?a=1&b=2",
+            year: 2027,
+        };
+        let mut per_email = Vec::new();
+        for t in &dir.templates {
+            let src = render::Sources {
+                subject: &t.subject,
+                html: &t.html,
+                text: t.text.as_deref(),
+            };
+            let c = render::Compiled::new(src, EMBEDDED_LAYOUT, t.variables.clone()).unwrap();
+            if !c.css_preinlined() {
+                per_email.push(t.name.clone());
+                continue;
+            }
+            // Data unlike the examples: markup-like text, longer lists, optional parts absent.
+            let mut data = example_data(t);
+            for v in data.as_object_mut().unwrap().values_mut() {
+                match v {
+                    Value::String(s) => s.push_str(" <b>&amp; \"q\"</b>"),
+                    Value::Array(a) if !a.is_empty() => {
+                        let first = a[0].clone();
+                        a.push(first);
+                    }
+                    _ => {}
+                }
+            }
+            let data = data.as_object().unwrap();
+            let fast = c.render(data, &common).unwrap();
+            let html = c
+                .tera
+                .render(files::HTML, &render::context(data, &common))
+                .unwrap();
+            let slow = render::inline_css(&html).unwrap();
+            let fast_normalised = render::inline_css(&fast.html).unwrap();
+            assert!(
+                preinline::same_document(&fast_normalised, &slow),
+                "{}:\n{fast_normalised}\n---\n{slow}",
+                t.name
+            );
+            assert!(!fast.html.contains("<style>\n  body"), "{}", t.name);
+        }
+        assert_eq!(per_email, ["system_alert"]);
     }
 
     #[test]

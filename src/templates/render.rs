@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use tera::{Context, ErrorKind, Tera};
 
 use super::files;
+use super::preinline;
 use super::vars::{self, VarProblem, VariableDecl};
 
 /// The shared layout, compiled into the binary: every renderer registers it as
@@ -95,10 +96,16 @@ pub struct Common<'a> {
     pub year: i32,
 }
 
+/// The name of the flattened, CSS-inlined HTML template, when there is one.
+const PREINLINED: &str = "body.preinlined.html";
+
 /// A compiled template version, ready to render any number of times.
 pub struct Compiled {
     pub(super) tera: Tera,
     has_text: bool,
+    /// Whether [`PREINLINED`] holds the HTML with its CSS already inlined (see
+    /// `preinline`), checked against per-email inlining on the examples.
+    preinlined: bool,
     /// Sources by file name, to quote expressions in errors.
     sources: Vec<(&'static str, String)>,
     pub variables: Vec<VariableDecl>,
@@ -108,6 +115,7 @@ impl std::fmt::Debug for Compiled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Compiled")
             .field("has_text", &self.has_text)
+            .field("preinlined", &self.preinlined)
             .field("variables", &self.variables.len())
             .finish_non_exhaustive()
     }
@@ -134,11 +142,66 @@ impl Compiled {
         if let Err(e) = tera.add_raw_templates(sources.iter().map(|(n, s)| (*n, s.as_str()))) {
             return Err(issues_from(&e, &sources));
         }
-        Ok(Compiled {
+        let mut compiled = Compiled {
             tera,
             has_text: text.is_some(),
+            preinlined: false,
             sources,
             variables,
+        };
+        match preinline::build(layout, src.html, inline_css) {
+            Ok(source) => {
+                if compiled.tera.add_raw_template(PREINLINED, &source).is_ok() {
+                    compiled.preinlined = compiled.preinlined_matches();
+                }
+            }
+            Err(why) => tracing::debug!(%why, "CSS inlined per email"),
+        }
+        Ok(compiled)
+    }
+
+    /// Whether the CSS is inlined once for the version rather than once per email.
+    #[cfg(test)]
+    pub fn css_preinlined(&self) -> bool {
+        self.preinlined
+    }
+
+    /// The pre-inlined HTML gives, after normalisation, what per-email inlining gives, for
+    /// the examples (all of them, then only the required ones). Without an example for
+    /// every required variable nothing can be compared, and per-email inlining stays.
+    fn preinlined_matches(&self) -> bool {
+        let all: Map<String, Value> = self
+            .variables
+            .iter()
+            .filter_map(|v| Some((v.name.clone(), v.example.clone()?)))
+            .collect();
+        let required: Map<String, Value> = all
+            .iter()
+            .filter(|(k, _)| self.variables.iter().any(|v| v.required && &v.name == *k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let common = Common {
+            app_name: "Adopt Don't Shop",
+            app_base_url: "https://example.org",
+            app_support_email: "support@example.org",
+            recipient_email: "someone@example.org",
+            recipient_name: Some("Some One"),
+            unsubscribe_url: "https://example.org/unsubscribe/t",
+            year: 2026,
+        };
+        [all, required].iter().all(|data| {
+            if vars::validate(&self.variables, data).is_err() {
+                return false;
+            }
+            let ctx = context(data, &common);
+            let normalised = |name: &str| {
+                let html = self.tera.render(name, &ctx).ok()?;
+                inline_css(&html).ok()
+            };
+            match (normalised(files::HTML), normalised(PREINLINED)) {
+                (Some(a), Some(b)) => preinline::same_document(&a, &b),
+                _ => false,
+            }
         })
     }
 
@@ -161,7 +224,14 @@ impl Compiled {
         if n > files::MAX_SUBJECT_CHARS {
             return Err(RenderProblem::SubjectTooLong(n));
         }
-        let html = inline_css(&render(files::HTML)?).map_err(RenderProblem::Css)?;
+        let html = match self.preinlined {
+            // An error is reported from the original sources, whose lines the author knows.
+            true => match self.tera.render(PREINLINED, &ctx) {
+                Ok(html) => html,
+                Err(_) => inline_css(&render(files::HTML)?).map_err(RenderProblem::Css)?,
+            },
+            false => inline_css(&render(files::HTML)?).map_err(RenderProblem::Css)?,
+        };
         let text = if self.has_text {
             render(files::TEXT)?.trim().to_string()
         } else {
