@@ -68,11 +68,14 @@ pub fn message_id(email: &ClaimedEmail) -> String {
     format!("<{}@{}>", email.email_id, domain)
 }
 
+/// `eight_bit`: the message will go to a relay that announced 8BITMIME (or to the outbox),
+/// so text with non-ASCII characters can be sent as it is rather than quoted-printable.
 pub fn build(
     email: &ClaimedEmail,
     content: &Content<'_>,
     format: BodyFormat,
     unsubscribe: Option<&ListUnsubscribe>,
+    eight_bit: bool,
 ) -> Result<Message, InvalidEmail> {
     let subject = single_line("subject", content.subject)?;
     if subject.trim().is_empty() {
@@ -118,11 +121,11 @@ pub fn build(
     };
     let built = match (format, html.is_empty()) {
         (BodyFormat::TextOnly, _) | (_, true) => {
-            builder.singlepart(SinglePart::plain(encoded_body(&text_body)))
+            builder.singlepart(SinglePart::plain(encoded_body(&text_body, eight_bit)))
         }
         (BodyFormat::Multipart, false) => builder.multipart(MultiPart::alternative_plain_html(
-            encoded_body(&text_body),
-            encoded_body(html),
+            encoded_body(&text_body, eight_bit),
+            encoded_body(html, eight_bit),
         )),
     };
     built.map_err(|e| InvalidEmail::Build(e.to_string()))
@@ -138,11 +141,25 @@ const MAX_LINE: usize = 998;
 /// one pass; ASCII text whose lines fit 7bit's limit of 998 is sent as 7bit, as it is;
 /// mostly-ASCII text (typical HTML, a few accented letters or a `·`) is quoted-printable
 /// encoded exactly as lettre would (see `qp`), only faster; the rest (stray CR, NUL, mostly
-/// non-ASCII, where base64 may be smaller) is left to lettre's own choice.
-fn encoded_body(text: &str) -> Body {
+/// non-ASCII, where base64 may be smaller) is left to lettre's own choice. With
+/// `eight_bit`, text with non-ASCII characters whose lines fit is sent as 8bit, unencoded:
+/// quoted-printable was the largest part of the worker's CPU per email once rendering was
+/// cheap (README "Performance").
+fn encoded_body(text: &str, eight_bit: bool) -> Body {
     let (crlf, shape) = crlf_line_endings(text);
-    if shape.non_ascii == 0 && !shape.nul && !shape.bare_cr && shape.longest_line <= MAX_LINE {
-        return Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::SevenBit);
+    if !shape.nul && !shape.bare_cr && shape.longest_line <= MAX_LINE {
+        if shape.non_ascii == 0 {
+            return Body::dangerous_pre_encoded(
+                crlf.into_bytes(),
+                ContentTransferEncoding::SevenBit,
+            );
+        }
+        if eight_bit {
+            return Body::dangerous_pre_encoded(
+                crlf.into_bytes(),
+                ContentTransferEncoding::EightBit,
+            );
+        }
     }
     if shape.non_ascii * 10 < crlf.len() && !shape.nul && !shape.bare_cr {
         let encoded = qp::encode(crlf.as_bytes());
@@ -286,7 +303,7 @@ mod tests {
     #[test]
     fn ascii_html_with_long_lines_goes_7bit_as_it_is() {
         let html = format!("<p>{}</p>\n<p>second line</p>", "x".repeat(500));
-        let body = encoded_body(&html);
+        let body = encoded_body(&html, false);
         assert_eq!(body.encoding(), ContentTransferEncoding::SevenBit);
         assert_eq!(body.as_ref(), crlf_line_endings(&html).0.as_bytes());
     }
@@ -297,30 +314,52 @@ mod tests {
             "<p>Adopt Don't Shop · {}</p>\n<p>Grüße</p>\n",
             "x".repeat(300)
         );
-        let ours = encoded_body(&html);
+        let ours = encoded_body(&html, false);
         let lettres = Body::new(html.clone());
         assert_eq!(ours.encoding(), lettres.encoding());
         assert_eq!(ours.as_ref(), lettres.as_ref());
     }
 
     #[test]
+    fn non_ascii_goes_8bit_only_where_the_relay_takes_it_and_lines_fit() {
+        let text = "Grüße aus dem Tierheim\nÇa va ?";
+        let body = encoded_body(text, true);
+        assert_eq!(body.encoding(), ContentTransferEncoding::EightBit);
+        assert_eq!(
+            body.as_ref(),
+            "Grüße aus dem Tierheim\r\nÇa va ?".as_bytes()
+        );
+        let long = format!("{}é", "a".repeat(1000));
+        assert_eq!(
+            encoded_body(&long, true).encoding(),
+            ContentTransferEncoding::QuotedPrintable,
+            "a line over 998 bytes cannot be 8bit"
+        );
+        assert_ne!(
+            encoded_body("a\rb é", true).encoding(),
+            ContentTransferEncoding::EightBit,
+            "nor a bare CR"
+        );
+    }
+
+    #[test]
     fn anything_7bit_cannot_carry_is_left_to_lettre() {
         let too_long = "x".repeat(MAX_LINE + 1);
         assert_eq!(
-            encoded_body(&too_long).encoding(),
+            encoded_body(&too_long, false).encoding(),
             ContentTransferEncoding::QuotedPrintable
         );
         assert_eq!(
-            encoded_body("Grüße aus dem Tierheim").encoding(),
+            encoded_body("Grüße aus dem Tierheim", false).encoding(),
             ContentTransferEncoding::QuotedPrintable
         );
         assert_eq!(
-            encoded_body("Привет из приюта").encoding(),
+            encoded_body("Привет из приюта", false).encoding(),
             ContentTransferEncoding::Base64
         );
         let bare_cr = "bare\rcarriage return";
         assert_eq!(
-            encoded_body(bare_cr).as_ref(),
+            encoded_body(bare_cr, false).as_ref(),
             Body::new(bare_cr.to_string()).as_ref()
         );
     }

@@ -172,7 +172,8 @@ impl Deliverer {
                 text: email.text_content.as_deref(),
             },
         };
-        let msg = match message::build(email, &content, format, unsubscribe.as_ref()) {
+        let eight_bit = self.transport.takes_8bit();
+        let msg = match message::build(email, &content, format, unsubscribe.as_ref(), eight_bit) {
             Ok(m) => m,
             Err(e) => {
                 metrics::send_attempt(SendClass::Invalid, Duration::ZERO);

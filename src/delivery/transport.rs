@@ -85,6 +85,15 @@ impl Transport {
         }
     }
 
+    /// Whether a message may carry 8bit text: the outbox always; the relay once a connection
+    /// to it has announced 8BITMIME (until one that does not).
+    pub fn takes_8bit(&self) -> bool {
+        match self {
+            Transport::Smtp(relay) => relay.connections.takes_8bit(),
+            Transport::Outbox { .. } => true,
+        }
+    }
+
     /// The longest a send may take before it is cut (zero for the outbox: a local write).
     pub fn timeout(&self) -> Duration {
         match self {

@@ -14,13 +14,14 @@
 //! connection that saw any error is never reused (lettre closes it). Implicit TLS
 //! (`smtps://`) connections are opened by lettre and so keep Nagle on.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use lettre::Message;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::extension::{ClientId, Extension};
 use lettre::transport::smtp::response::Response;
 use tokio::sync::Semaphore;
 
@@ -126,6 +127,8 @@ pub(super) struct Connections {
     permits: Semaphore,
     idle: Mutex<Vec<Idle>>,
     reaper: std::sync::OnceLock<()>,
+    /// The last connection opened announced 8BITMIME.
+    eight_bit: AtomicBool,
 }
 
 impl Connections {
@@ -135,7 +138,12 @@ impl Connections {
             permits: Semaphore::new(pool_size.max(1) as usize),
             idle: Mutex::new(Vec::new()),
             reaper: std::sync::OnceLock::new(),
+            eight_bit: AtomicBool::new(false),
         })
+    }
+
+    pub(super) fn takes_8bit(&self) -> bool {
+        self.eight_bit.load(Ordering::Relaxed)
     }
 
     /// Sends one message on a pooled (or new) connection and returns the server's final
@@ -152,6 +160,16 @@ impl Connections {
             .map_err(|_| SendFailure::transient("smtp transport shut down"))?;
         let mut conn = self.checkout().await?;
         let bytes = message.formatted();
+        // Built as 8bit for a relay that announced 8BITMIME, but this connection's server
+        // does not: lettre would refuse it as a permanent client error. It is retried
+        // instead, and built 7bit-safe then.
+        if !bytes.is_ascii() && !conn.server_info().supports_feature(Extension::EightBitMime) {
+            self.eight_bit.store(false, Ordering::Relaxed);
+            self.checkin(conn);
+            return Err(SendFailure::transient(
+                "the relay stopped announcing 8BITMIME; the email is retried encoded for 7bit",
+            ));
+        }
         match conn.send(message.envelope(), &bytes).await {
             Ok(response) => {
                 self.checkin(conn);
@@ -231,6 +249,10 @@ impl Connections {
             }
             conn
         };
+        self.eight_bit.store(
+            conn.server_info().supports_feature(Extension::EightBitMime),
+            Ordering::Relaxed,
+        );
         if let Some(credentials) = &s.credentials {
             conn.auth(DEFAULT_MECHANISMS, credentials)
                 .await
