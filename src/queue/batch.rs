@@ -2,7 +2,12 @@
 //! UPDATE and one commit (a WAL flush) of its own; under load that was most of
 //! PostgreSQL's work. The writer takes whatever results are waiting, writes them with one
 //! UPDATE over `unnest(...)`, and answers each caller. An idle queue gets no delay: a lone
-//! result is written at once, and batches only form while a write is in flight.
+//! result is written at once, and batches only form while writes are in flight.
+//!
+//! Up to [`WRITERS`] batches are written at once, on as many connections: one writer at a
+//! time was the drain's bottleneck for template emails, whose rendered HTML and text are
+//! written back with the status (README "Performance"). Batches hold distinct rows, so
+//! concurrent writers never wait on each other's locks.
 
 use std::sync::{Arc, OnceLock};
 
@@ -15,6 +20,8 @@ use super::{ClaimedEmail, EmailStatus, Recorded, RenderedContent};
 
 /// Results written by one statement at most.
 const MAX_BATCH: usize = 256;
+/// Batches written at once (each on its own pooled connection).
+const WRITERS: usize = 3;
 
 struct Pending {
     email_id: Uuid,
@@ -75,24 +82,35 @@ impl SentBatcher {
 }
 
 async fn write_batches(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let result = write_batch(&pool, &batch).await;
-        for p in batch.drain(..) {
-            let answer = match &result {
-                Ok(written) => Ok(if written.contains(&p.email_id) {
-                    Recorded::Written(EmailStatus::Sent)
-                } else {
-                    Recorded::Fenced
-                }),
-                Err(e) => Err(e.to_string()),
-            };
-            let _ = p.reply.send(answer);
+    let writers = Arc::new(tokio::sync::Semaphore::new(WRITERS));
+    loop {
+        // A free writer first: while all are busy, results gather into the next batch.
+        let Ok(permit) = writers.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
         }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let result = write_batch(&pool, &batch).await;
+            drop(permit);
+            for p in batch {
+                let answer = match &result {
+                    Ok(written) => Ok(if written.contains(&p.email_id) {
+                        Recorded::Written(EmailStatus::Sent)
+                    } else {
+                        Recorded::Fenced
+                    }),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = p.reply.send(answer);
+            }
+        });
     }
 }
 
-/// One UPDATE for the whole batch; returns the ids it wrote (the others were fenced).
 async fn write_batch(
     pool: &PgPool,
     batch: &[Pending],
