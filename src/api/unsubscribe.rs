@@ -23,12 +23,19 @@ struct Link {
 }
 
 fn link(token: String, query: Option<String>) -> Link {
+    // No text column holds NUL: such a token matches nothing, and is never bound to a query.
+    let (token, nul) = if token.contains('\0') {
+        (String::new(), true)
+    } else {
+        (token, false)
+    };
     let category = query.as_deref().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "category")
             .map(|(_, v)| v.into_owned())
     });
     let valid = category.as_deref().is_none_or(preferences::valid_category)
+        && !nul
         && !token.is_empty()
         && token.len() <= 255;
     Link {
