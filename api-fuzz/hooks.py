@@ -11,7 +11,8 @@ or replaced (the ignored_auth check's probes), is sent as it is, so the server m
 2. A request generated as valid stays valid for what no schema can say: an enqueue's
 `user_id` names the fuzzing admin (a user that exists), a template email names a template
 that exists and gives its example data, a test send's `data` is its template's examples, and
-a list's `cursor` is one of the server's. Requests generated as invalid are left alone.
+a list's `cursor` is well-formed, as the server makes them. Requests generated as invalid are
+left alone.
 """
 
 import base64
