@@ -242,10 +242,22 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Parses a JSON body: syntax errors are 400 `malformed_json`; a wrong type, a missing or an
-/// unknown field is 422 `validation_failed` naming the field's path.
+/// unknown field, or a NUL character (`\u0000`) anywhere, is 422 `validation_failed` naming
+/// the field's path. (PostgreSQL stores no NUL in text or jsonb: such a value would fail at
+/// the insert, as a 500.)
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     match serde_path_to_error::deserialize(de) {
+        Ok(_) if has_nul_escape(body) => {
+            let field = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| nul_path(&v, ""))
+                .unwrap_or_else(|| "body".to_string());
+            Err(ApiError::validation(vec![FieldError::new(
+                field,
+                "contains a NUL character (\\u0000), which cannot be stored",
+            )]))
+        }
         Ok(v) => Ok(v),
         Err(e) => {
             let path = e.path().to_string();
@@ -264,6 +276,53 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
                 )),
             }
         }
+    }
+}
+
+/// Whether JSON text holds the escape `\u0000` (JSON strings can carry NUL no other way).
+/// Escaped backslashes are skipped, so the text `\\u0000` is not one.
+fn has_nul_escape(json: &[u8]) -> bool {
+    let mut i = 0;
+    while i < json.len() {
+        if json[i] == b'\\' {
+            if json[i + 1..].starts_with(b"u0000") {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// The path (`metadata.k`, `emails[2].html`) of the first key or string holding NUL.
+fn nul_path(v: &Value, at: &str) -> Option<String> {
+    let join = |key: &str| {
+        if at.is_empty() {
+            key.to_string()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    match v {
+        Value::String(s) if s.contains('\0') => Some(if at.is_empty() {
+            "body".to_string()
+        } else {
+            at.to_string()
+        }),
+        Value::Object(m) => m.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(join(k))
+            } else {
+                nul_path(v, &join(k))
+            }
+        }),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_path(v, &format!("{at}[{i}]"))),
+        _ => None,
     }
 }
 
@@ -303,6 +362,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// A percent-encoded NUL: no text column can hold it, so it is refused before any lookup.
+fn has_encoded_nul(s: &str) -> bool {
+    s.contains("%00")
+}
+
 /// `Query<T>` with our errors (400 `invalid_query`).
 pub struct ApiQuery<T>(pub T);
 
@@ -310,6 +374,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_some_and(has_encoded_nul) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "the query contains a NUL character (%00)",
+            ));
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
@@ -324,6 +394,12 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if has_encoded_nul(parts.uri.path()) {
+            return Err(ApiError::bad_request(
+                "invalid_path",
+                "the path contains a NUL character (%00)",
+            ));
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))

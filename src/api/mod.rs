@@ -150,7 +150,9 @@ impl ApiState {
     info(
         title = "adopt-worker",
         description = "Email delivery API of the Adopt Don't Shop platform. Errors are always \
-            `{\"error\": {\"code\", \"message\", \"details\"?}}`; see README \"HTTP API\" for the codes."
+            `{\"error\": {\"code\", \"message\", \"details\"?}}`; see README \"HTTP API\" for the codes. \
+            No string of a request may hold NUL (U+0000): PostgreSQL cannot store it, so it is \
+            refused, in a body with 422 naming the field, in a query or path with 400."
     ),
     modifiers(&SecuritySchemes),
     components(schemas(error::ErrorBody, error::ErrorDetail, error::FieldError))

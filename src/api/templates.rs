@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::ApiState;
 use super::auth::{Admin, Authed};
-use super::emails::{Enqueued, Recipient, TemplateRef};
+use super::emails::{Enqueued, Recipient, TemplateRef, validate_recipient};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, FieldError};
 use crate::config::Settings;
 use crate::queue::{self, EmailPriority, EmailStatus, EmailType, NewEmail};
@@ -62,6 +62,19 @@ fn render_problem(e: RenderError) -> TemplateUseError {
             invalid("data", problem)
         }
         e => invalid("template", e.to_string()),
+    }
+}
+
+/// For the routes that name the template in their path: a template or version that does
+/// not exist is a missing resource (404), not an invalid field; anything else as in
+/// [`render_problem`].
+fn path_problem(e: RenderError) -> ApiError {
+    match e {
+        RenderError::Lookup(LookupError::NotFound(name)) => {
+            ApiError::not_found(format!("no template named {name:?}"))
+        }
+        e @ RenderError::UnknownVersion { .. } => ApiError::not_found(e.to_string()),
+        e => render_problem(e).into(),
     }
 }
 
@@ -270,6 +283,7 @@ pub async fn list(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PreviewQuery {
     /// Locale to render (falls back like a real send); default the configured locale.
@@ -277,7 +291,15 @@ pub struct PreviewQuery {
     /// A version from the template's history; default the current one.
     pub version: Option<i32>,
     /// `html` (default: the HTML part, viewable in a browser) or `json` (subject, html, text).
-    pub format: Option<String>,
+    #[param(inline)]
+    pub format: Option<PreviewFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PreviewFormat {
+    Html,
+    Json,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -302,23 +324,15 @@ pub struct Preview {
         (status = 400, description = "Bad query", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
-        (status = 422, description = "Unknown template or version, or its examples do not render", body = ErrorBody)))]
+        (status = 404, description = "No such template, or no such version of it", body = ErrorBody),
+        (status = 422, description = "Nothing active to render, or its examples do not render", body = ErrorBody)))]
 pub async fn preview(
     State(state): State<ApiState>,
     _: Authed<Admin>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<PreviewQuery>,
 ) -> Result<Response, ApiError> {
-    let json_format = match q.format.as_deref() {
-        None | Some("html") => false,
-        Some("json") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("format must be html or json, not {other:?}"),
-            ));
-        }
-    };
+    let json_format = q.format == Some(PreviewFormat::Json);
     let settings = state.settings();
     let templates = state.templates();
     let locale = q
@@ -328,7 +342,7 @@ pub async fn preview(
     let resolved = templates
         .lookup(templates::TemplateRef::Name(&name), locale)
         .await
-        .map_err(|e| ApiError::from(render_problem(e)))?;
+        .map_err(path_problem)?;
     let (email_type, data) = templates::type_and_examples(state.pool(), resolved.template_id)
         .await?
         .unwrap_or((EmailType::System, json!({})));
@@ -336,9 +350,8 @@ pub async fn preview(
         "{}/u/preview",
         settings.http.public_url.trim_end_matches('/')
     );
-    let r = render_check(
-        templates,
-        RenderRequest {
+    let r = templates
+        .render(RenderRequest {
             template: templates::TemplateRef::Name(&name),
             locale: Some(locale),
             version: q.version,
@@ -348,9 +361,9 @@ pub async fn preview(
             email_type,
             unsubscribe_url: Some(&unsubscribe),
             track_as: None,
-        },
-    )
-    .await?;
+        })
+        .await
+        .map_err(path_problem)?;
     if json_format {
         return Ok(Json(Preview {
             name: r.name,
@@ -396,9 +409,13 @@ pub struct TestRequest {
     request_body = TestRequest,
     responses(
         (status = 202, description = "Queued", body = Enqueued),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
-        (status = 422, description = "Invalid address, unknown template or data that does not render", body = ErrorBody),
+        (status = 404, description = "No such template", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Invalid address, or data that does not render", body = ErrorBody),
         (status = 429, description = "Too many test sends; Retry-After says when to try again", body = ErrorBody)))]
 pub async fn test_send(
     State(state): State<ApiState>,
@@ -417,16 +434,17 @@ pub async fn test_send(
         )
         .with_header(header::RETRY_AFTER, &wait.to_string()));
     }
-    let (to, to_name) = match req.to {
-        Recipient::Address(a) => (a, None),
-        Recipient::Named(n) => (n.email, n.name),
-    };
-    if to.contains(['\r', '\n']) || to_name.as_deref().is_some_and(|n| n.contains(['\r', '\n'])) {
-        return Err(ApiError::validation(vec![FieldError::new(
-            "to",
-            "contains a line break (CR/LF), which could inject mail headers",
-        )]));
-    }
+    let locale = req
+        .locale
+        .as_deref()
+        .unwrap_or(&state.settings().templates.default_locale);
+    state
+        .templates()
+        .lookup(templates::TemplateRef::Name(&name), locale)
+        .await
+        .map_err(path_problem)?;
+    // The same rules as an enqueue's `to`: the name goes into a header.
+    let (to, to_name) = validate_recipient("to", &req.to).map_err(ApiError::validation)?;
     let id = send_test(
         state.pool(),
         state.templates(),

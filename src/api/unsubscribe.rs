@@ -10,8 +10,12 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
+
 use super::ApiState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::metrics::{self, UnsubscribeVia};
 use crate::preferences;
 
@@ -23,12 +27,19 @@ struct Link {
 }
 
 fn link(token: String, query: Option<String>) -> Link {
+    // No text column holds NUL: such a token matches nothing, and is never bound to a query.
+    let (token, nul) = if token.contains('\0') {
+        (String::new(), true)
+    } else {
+        (token, false)
+    };
     let category = query.as_deref().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "category")
             .map(|(_, v)| v.into_owned())
     });
     let valid = category.as_deref().is_none_or(preferences::valid_category)
+        && !nul
         && !token.is_empty()
         && token.len() <= 255;
     Link {
@@ -37,6 +48,32 @@ fn link(token: String, query: Option<String>) -> Link {
         valid,
     }
 }
+
+/// The documented body of the unsubscribe: `List-Unsubscribe=One-Click` (RFC 8058), and
+/// `via=page` from the page's own button. Anything else is 400.
+pub struct OneClickForm;
+
+impl PartialSchema for OneClickForm {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .property(
+                "List-Unsubscribe",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["One-Click"])),
+            )
+            .required("List-Unsubscribe")
+            .property(
+                "via",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("`page` when sent by the page's button (for metrics)")),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for OneClickForm {}
 
 /// The confirmation page: what the link unsubscribes from, and a button that does it.
 #[utoipa::path(get, path = "/u/{token}", tag = "unsubscribe",
@@ -86,12 +123,13 @@ pub async fn page(
 #[utoipa::path(post, path = "/u/{token}", tag = "unsubscribe",
     params(("token" = String, Path, description = "The recipient's unsubscribe token"),
         ("category" = Option<String>, Query, description = "Only this preference category")),
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
-        description = "List-Unsubscribe=One-Click"),
+    request_body(description = "List-Unsubscribe=One-Click",
+        content((OneClickForm = "application/x-www-form-urlencoded"), (OneClickForm = "multipart/form-data"))),
     responses(
         (status = 200, description = "Unsubscribed; a page saying so", content_type = "text/html"),
         (status = 400, description = "The body is not List-Unsubscribe=One-Click", content_type = "text/html"),
-        (status = 404, description = "Not a valid link", content_type = "text/html")))]
+        (status = 404, description = "Not a valid link", content_type = "text/html"),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody)))]
 pub async fn unsubscribe(
     State(state): State<ApiState>,
     axum::extract::Path(token): axum::extract::Path<String>,

@@ -15,7 +15,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
 use sqlx::PgConnection;
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{
+    AllOfBuilder, AnyOfBuilder, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder,
+    SchemaFormat, SchemaType, Type,
+};
+use utoipa::openapi::{Ref, RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
 use super::ApiState;
@@ -63,6 +68,66 @@ pub struct WebhookEvent {
     pub occurred_at: Option<DateTime<FixedOffset>>,
 }
 
+/// The documented body: one event, or an array of 1 to [`MAX_EVENTS`]. Each event names its
+/// row (`email_id` or `provider_message_id`), and a bounce says its `bounce_type`, as
+/// `parse_events` requires.
+pub struct EventsBody;
+
+impl PartialSchema for EventsBody {
+    fn schema() -> RefOr<Schema> {
+        let constraint = || ObjectBuilder::new().schema_type(SchemaType::AnyValue);
+        let names_row = AnyOfBuilder::new()
+            .item(
+                constraint().required("email_id").property(
+                    "email_id",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+                ),
+            )
+            .item(constraint().required("provider_message_id").property(
+                "provider_message_id",
+                ObjectBuilder::new().schema_type(Type::String),
+            ));
+        let bounce_has_type = AnyOfBuilder::new()
+            .item(
+                constraint().property(
+                    "type",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(["delivered", "complained", "opened"])),
+                ),
+            )
+            .item(
+                constraint()
+                    .required("bounce_type")
+                    .property("bounce_type", Ref::from_schema_name(BounceType::name())),
+            );
+        let event: RefOr<Schema> = AllOfBuilder::new()
+            .item(Ref::from_schema_name(WebhookEvent::name()))
+            .item(names_row)
+            .item(bounce_has_type)
+            .into();
+        OneOfBuilder::new()
+            .item(event.clone())
+            .item(
+                ArrayBuilder::new()
+                    .items(event)
+                    .min_items(Some(1))
+                    .max_items(Some(MAX_EVENTS)),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for EventsBody {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((WebhookEvent::name().into(), WebhookEvent::schema()));
+        schemas.push((BounceType::name().into(), BounceType::schema()));
+        <WebhookEvent as ToSchema>::schemas(schemas);
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum EventOutcome {
@@ -93,11 +158,14 @@ pub struct EventsResponse {
     params(
         ("X-Adopt-Timestamp" = i64, Header, description = "Unix seconds; within 5 minutes of now"),
         ("X-Adopt-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256 of \"{timestamp}.{raw body}\">")),
-    request_body(content = Vec<WebhookEvent>, description = "One event, or an array of events"),
+    request_body(content = EventsBody, description = "One event, or an array of 1 to 1000 events"),
     responses(
         (status = 200, description = "Applied (all events in one transaction)", body = EventsResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or wrong signature, or timestamp out of range", body = ErrorBody),
         (status = 409, description = "This exact request was already received", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "Invalid events; nothing applied", body = ErrorBody),
         (status = 503, description = "No webhook secret configured", body = ErrorBody)))]
 pub async fn events(

@@ -2,6 +2,7 @@
 
 mod auth;
 mod emails;
+mod fuzz_findings;
 mod openapi;
 mod templates;
 mod unsubscribe;

@@ -4,6 +4,7 @@
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod props;
 mod request;
+mod schema;
 mod view;
 
 use axum::Json;
@@ -16,7 +17,9 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-pub use request::{EnqueueRequest, NamedRecipient, Recipient, TemplateRef, Validated};
+pub use request::{
+    EnqueueRequest, NamedRecipient, Recipient, TemplateRef, Validated, validate_recipient,
+};
 pub use view::{EmailList, EmailView};
 
 use super::ApiState;
@@ -46,14 +49,15 @@ pub struct BatchEnqueued {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
-    #[schema(value_type = Vec<EnqueueRequest>)]
+    #[schema(value_type = Vec<EnqueueRequest>, min_items = 1, max_items = 500)]
     pub emails: Vec<Value>,
 }
 
 /// Enqueue one email.
 #[utoipa::path(post, path = "/v1/emails", tag = "emails",
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+        pattern = "^[!-~]+$",
         description = "Repeat-safe: the same key with the same body returns the first response for 24 h")),
     request_body = EnqueueRequest,
     responses(
@@ -77,7 +81,8 @@ pub async fn enqueue_one(
 /// Enqueue up to 500 emails, all or nothing.
 #[utoipa::path(post, path = "/v1/emails/batch", tag = "emails",
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+        pattern = "^[!-~]+$",
         description = "Repeat-safe: the same key with the same body returns the first response for 24 h")),
     request_body = BatchRequest,
     responses(
@@ -284,6 +289,7 @@ pub async fn get_email(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only emails in this status.
@@ -291,6 +297,7 @@ pub struct ListQuery {
     /// Only emails to this address (case-insensitive).
     pub to: Option<String>,
     /// 1 to 200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -373,6 +380,7 @@ fn decode_cursor(s: &str) -> Result<ListAfter, ApiError> {
     params(("id" = Uuid, Path, description = "email_id")),
     responses(
         (status = 202, description = "Queued again", body = Enqueued),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 404, description = "No such email", body = ErrorBody),

@@ -5,9 +5,8 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, FixedOffset, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, de};
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::api::error::FieldError;
@@ -15,11 +14,12 @@ use crate::config::AppSettings;
 use crate::queue::{EmailPriority, EmailType, NewEmail};
 
 /// Most recipients in `cc` or `bcc`, and most tags.
-const MAX_LIST: usize = 50;
+pub(super) const MAX_LIST: usize = 50;
 
 /// An email to send: either rendered content (`subject` with `html` and/or `text`) or a
-/// template (`template`, optional `locale`, `data`).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+/// template (`template`, optional `locale`, `data`). Its OpenAPI schema, which says all that
+/// [`validate`] checks, is in `schema.rs`.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
     pub to: Recipient,
@@ -38,7 +38,6 @@ pub struct EnqueueRequest {
     pub template: Option<String>,
     pub locale: Option<String>,
     /// Template variables (an object).
-    #[schema(value_type = Option<Object>)]
     pub data: Option<Value>,
     /// Decides which opt-outs apply: marketing and notification mail honours unsubscribes.
     /// Required.
@@ -50,24 +49,40 @@ pub struct EnqueueRequest {
     pub scheduled_for: Option<DateTime<FixedOffset>>,
     #[serde(default)]
     pub tags: Vec<String>,
-    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
     /// The platform user this email is for (their preferences apply).
     pub user_id: Option<Uuid>,
     /// 0 to 20; default 3.
+    #[serde(default, deserialize_with = "whole_number")]
     pub max_retries: Option<i32>,
     pub campaign_id: Option<String>,
 }
 
+/// A whole number as JSON Schema's `integer` means it: `3` and `3.0` alike.
+fn whole_number<'a, D: Deserializer<'a>>(d: D) -> Result<Option<i32>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= f64::from(i32::MAX))
+            .map(|f| f as i64)
+    });
+    whole
+        .and_then(|v| i32::try_from(v).ok())
+        .map(Some)
+        .ok_or_else(|| de::Error::custom(format!("expected a whole number (i32), got {n}")))
+}
+
 /// An address, or an address with a display name.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Recipient {
     Address(String),
     Named(NamedRecipient),
 }
 
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamedRecipient {
     pub email: String,
@@ -171,6 +186,20 @@ impl Check {
     }
 }
 
+/// Validates a recipient as the `to` of an enqueue: a valid address, and a display name with
+/// no control characters, at most 255 characters. Returns the address and the name (trimmed;
+/// None when blank).
+pub fn validate_recipient(
+    field: &str,
+    r: &Recipient,
+) -> Result<(String, Option<String>), Vec<FieldError>> {
+    let mut c = Check { errors: Vec::new() };
+    match c.recipient(field, r) {
+        Some(v) if c.errors.is_empty() => Ok(v),
+        _ => Err(c.errors),
+    }
+}
+
 /// Validates a request into a row. `app` gives the default sender.
 pub fn validate(req: EnqueueRequest, app: &AppSettings) -> Result<Validated, Vec<FieldError>> {
     let mut c = Check { errors: Vec::new() };
@@ -196,7 +225,7 @@ pub fn validate(req: EnqueueRequest, app: &AppSettings) -> Result<Validated, Vec
             None
         }
         (Some(name), false) => {
-            if name.trim().is_empty() || name.len() > 255 {
+            if name.trim().is_empty() || name.chars().count() > 255 {
                 c.fail("template", "must be a template name");
             }
             let data = match &req.data {
@@ -344,6 +373,27 @@ mod tests {
             "2026-12-01 08:00:00"
         );
         assert_eq!(v.email.max_retries, Some(3));
+    }
+
+    #[test]
+    fn max_retries_is_any_whole_json_number() {
+        let with = |n: &str| {
+            serde_json::from_str::<EnqueueRequest>(&format!(
+                r#"{{"to": "a@example.com", "max_retries": {n}}}"#
+            ))
+            .map(|r| r.max_retries)
+        };
+        assert_eq!(with("5").unwrap(), Some(5));
+        assert_eq!(with("20.0").unwrap(), Some(20));
+        assert_eq!(
+            with("-1").unwrap(),
+            Some(-1),
+            "range is validate's business"
+        );
+        assert_eq!(with("null").unwrap(), None);
+        assert!(with("2.5").is_err());
+        assert!(with("1e10").is_err());
+        assert!(with("\"3\"").is_err());
     }
 
     #[test]

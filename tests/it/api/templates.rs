@@ -157,18 +157,13 @@ async fn admins_list_and_preview_templates() {
     );
     assert_eq!(p["version"], 1);
 
+    // The template (and version) named by the path is the resource: missing is 404.
     let r = api.get("/v1/templates/no_such/preview", &admin).await;
-    assert_eq!(
-        error_code(r, 422).await.1["error"]["details"]["errors"][0]["field"],
-        "template"
-    );
+    assert_eq!(error_code(r, 404).await.0, "not_found");
     let r = api
         .get("/v1/templates/welcome/preview?version=99", &admin)
         .await;
-    assert_eq!(
-        error_code(r, 422).await.1["error"]["details"]["errors"][0]["field"],
-        "version"
-    );
+    assert_eq!(error_code(r, 404).await.0, "not_found");
     let r = api
         .get("/v1/templates/welcome/preview?format=xml", &admin)
         .await;
