@@ -193,9 +193,14 @@ pub async fn find(pool: &PgPool, secret: &str) -> Result<Option<StoredToken>, sq
         scopes: Vec<String>,
         revoked: bool,
     }
+    // One round trip: the lookup and the (rare) note of its use.
     let row: Option<Row> = sqlx::query_as(
-        "SELECT token_id, name, token_hash, scopes, revoked_at IS NOT NULL AS revoked
-         FROM api_tokens WHERE token_hash = $1",
+        "WITH t AS (SELECT token_id, name, token_hash, scopes, revoked_at IS NOT NULL AS revoked
+                    FROM api_tokens WHERE token_hash = $1),
+              used AS (UPDATE api_tokens a SET last_used_at = now() FROM t
+                       WHERE a.token_id = t.token_id AND NOT t.revoked
+                         AND (a.last_used_at IS NULL OR a.last_used_at < now() - interval '1 minute'))
+         SELECT token_id, name, token_hash, scopes, revoked FROM t",
     )
     .bind(digest.as_slice())
     .fetch_optional(pool)
@@ -214,15 +219,6 @@ pub async fn find(pool: &PgPool, secret: &str) -> Result<Option<StoredToken>, sq
     };
     if !bool::from(token_hash.as_slice().ct_eq(digest.as_slice())) {
         return Ok(None);
-    }
-    if !revoked {
-        sqlx::query(
-            "UPDATE api_tokens SET last_used_at = now()
-             WHERE token_id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
-        )
-        .bind(token_id)
-        .execute(pool)
-        .await?;
     }
     Ok(Some(StoredToken {
         token_id,
