@@ -188,12 +188,22 @@ impl Deliverer {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
+        // The connection first, then the lease check: waiting for a free connection can be
+        // long when the relay is slow, and must not eat into the send's own time.
+        let slot = match self.transport.reserve().await {
+            Ok(slot) => slot,
+            Err(failure) => return (self.classify(email, failure), rendered),
+        };
         if !self.fits_in_lease(email) {
             return (Outcome::Released, None);
         }
         let message_id = message::message_id(email);
         let started = Instant::now();
-        let outcome = match self.transport.send(email.email_id, &msg, &message_id).await {
+        let outcome = match self
+            .transport
+            .send(slot, email.email_id, &msg, &message_id)
+            .await
+        {
             Ok(accepted) => {
                 metrics::send_attempt(SendClass::Accepted, started.elapsed());
                 Outcome::Sent(accepted)

@@ -102,14 +102,25 @@ impl Transport {
         }
     }
 
+    /// Waits for a free send slot: one of `smtp.pool_size` relay connections (the outbox
+    /// has no limit). Taken before the send, so time spent queueing for a connection is
+    /// neither counted against `smtp.timeout_secs` nor unknown to the lease check.
+    pub async fn reserve(&self) -> Result<Slot, SendFailure> {
+        match self {
+            Transport::Smtp(relay) => Ok(Slot(Some(relay.connections.reserve().await?))),
+            Transport::Outbox { .. } => Ok(Slot(None)),
+        }
+    }
+
     pub async fn send(
         &self,
+        slot: Slot,
         email_id: Uuid,
         message: &Message,
         message_id: &str,
     ) -> Result<Accepted, SendFailure> {
         match self {
-            Transport::Smtp(relay) => relay.send(message, message_id).await,
+            Transport::Smtp(relay) => relay.send(slot, message, message_id).await,
             Transport::Outbox { dir } => {
                 write_eml(dir, email_id, &message.formatted())
                     .await
@@ -128,6 +139,9 @@ impl Transport {
     }
 }
 
+/// A reserved send slot (see [`Transport::reserve`]); dropping it frees the slot.
+pub struct Slot(Option<tokio::sync::OwnedSemaphorePermit>);
+
 /// The SMTP relay: pooled connections (see `relay`), every send bounded by `timeout`. A
 /// send cut short drops its connection, which was left mid-command.
 pub struct SmtpRelay {
@@ -138,9 +152,21 @@ pub struct SmtpRelay {
 }
 
 impl SmtpRelay {
-    async fn send(&self, message: &Message, message_id: &str) -> Result<Accepted, SendFailure> {
-        let response = match tokio::time::timeout(self.timeout, self.connections.send(message))
-            .await
+    async fn send(
+        &self,
+        slot: Slot,
+        message: &Message,
+        message_id: &str,
+    ) -> Result<Accepted, SendFailure> {
+        let permit = match slot.0 {
+            Some(p) => p,
+            None => self.connections.reserve().await?,
+        };
+        let response = match tokio::time::timeout(
+            self.timeout,
+            self.connections.send(permit, message),
+        )
+        .await
         {
             Ok(result) => result?,
             Err(_) => {

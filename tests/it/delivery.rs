@@ -812,3 +812,38 @@ async fn a_claimed_row_too_old_to_finish_within_its_lease_is_released_not_sent()
     .unwrap();
     assert_eq!(reclaimed, 0, "no live send was taken back by the reaper");
 }
+
+#[tokio::test]
+async fn waiting_for_a_free_connection_does_not_count_against_the_smtp_timeout() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    // One connection, 0.7 s per message, a 1 s timeout, four emails in flight: the fourth
+    // waits 2.1 s for the connection. Were the wait inside the timeout, it would be cut off
+    // after the server took it, and sent again.
+    smtp.add_rule(Rule::delay(Command::DataEnd, Duration::from_millis(700)));
+    for i in 0..4 {
+        NewEmail::to(&format!("queued{i}@example.com"))
+            .insert(&db.pool)
+            .await;
+    }
+    let app = app(settings(
+        &db,
+        Some(&smtp.url()),
+        None,
+        &[
+            ("ADOPT__WORKER__CONCURRENCY", "4"),
+            ("ADOPT__SMTP__POOL_SIZE", "1"),
+            ("ADOPT__SMTP__TIMEOUT_SECS", "1"),
+        ],
+    ));
+    app.drain().await.unwrap();
+    assert_eq!(status_counts(&db.pool).await.get("sent"), Some(&4));
+    let retried: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM email_queue WHERE current_retries > 0 OR failure_reason IS NOT NULL",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(retried, 0, "no send was cut off for having waited");
+    assert_eq!(smtp.messages().len(), 4, "each sent once");
+}

@@ -23,7 +23,7 @@ use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
 use lettre::transport::smtp::extension::{ClientId, Extension};
 use lettre::transport::smtp::response::Response;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::super::classify::SendFailure;
 
@@ -124,7 +124,7 @@ struct Idle {
 /// duration, so no more connections than that are ever open.
 pub(super) struct Connections {
     server: Server,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     idle: Mutex<Vec<Idle>>,
     reaper: std::sync::OnceLock<()>,
     /// The last connection opened announced 8BITMIME.
@@ -135,7 +135,7 @@ impl Connections {
     pub(super) fn new(server: Server, pool_size: u32) -> Arc<Connections> {
         Arc::new(Connections {
             server,
-            permits: Semaphore::new(pool_size.max(1) as usize),
+            permits: Arc::new(Semaphore::new(pool_size.max(1) as usize)),
             idle: Mutex::new(Vec::new()),
             reaper: std::sync::OnceLock::new(),
             eight_bit: AtomicBool::new(false),
@@ -146,18 +146,29 @@ impl Connections {
         self.eight_bit.load(Ordering::Relaxed)
     }
 
+    /// Waits for one of the `pool_size` send permits. It is taken before the send's
+    /// timeout starts: the timeout bounds the SMTP conversation, not the queue for a
+    /// connection, so a message is never cut off (and delivered again) for having waited.
+    pub(super) async fn reserve(&self) -> Result<OwnedSemaphorePermit, SendFailure> {
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SendFailure::transient("smtp transport shut down"))
+    }
+
     /// Sends one message on a pooled (or new) connection and returns the server's final
-    /// reply. Not bounded in time here: the caller wraps it in its timeout, and a send cut
-    /// short drops its connection with it.
-    pub(super) async fn send(self: &Arc<Self>, message: &Message) -> Result<Response, SendFailure> {
+    /// reply; `_permit` (from [`Connections::reserve`]) is held until it is done. Not
+    /// bounded in time here: the caller wraps it in its timeout, and a send cut short drops
+    /// its connection with it.
+    pub(super) async fn send(
+        self: &Arc<Self>,
+        _permit: OwnedSemaphorePermit,
+        message: &Message,
+    ) -> Result<Response, SendFailure> {
         self.reaper.get_or_init(|| {
             tokio::spawn(close_idle(Arc::downgrade(self)));
         });
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| SendFailure::transient("smtp transport shut down"))?;
         let mut conn = self.checkout().await?;
         let bytes = message.formatted();
         // Built as 8bit for a relay that announced 8BITMIME, but this connection's server
