@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::files::{self, Problem, SourceDir, TemplateFile};
 use super::render::{Common, Compiled, EMBEDDED_LAYOUT, RenderProblem, Sources, TemplateIssue};
@@ -104,16 +104,7 @@ fn check_template(
         Ok(c) => c,
         Err(issues) => return issues.iter().map(|i| locate(i, "")).collect(),
     };
-    let mut full = Map::new();
-    let mut required = Map::new();
-    for v in &t.variables {
-        if let Some(example) = &v.example {
-            full.insert(v.name.clone(), example.clone());
-            if v.required {
-                required.insert(v.name.clone(), example.clone());
-            }
-        }
-    }
+    let (full, required) = vars::examples(&t.variables);
     if let Err(e) = vars::validate(&t.variables, &full) {
         return vec![Problem::new(
             t.path(files::MANIFEST),
@@ -171,12 +162,7 @@ fn check_template(
 
 /// The examples of a template as one data object (used by tests and previews).
 pub fn example_data(t: &TemplateFile) -> Value {
-    Value::Object(
-        t.variables
-            .iter()
-            .filter_map(|v| Some((v.name.clone(), v.example.clone()?)))
-            .collect(),
-    )
+    Value::Object(vars::examples(&t.variables).0)
 }
 
 #[cfg(test)]

@@ -59,13 +59,13 @@ fn tokenize(src: &str) -> Result<Vec<Token<'_>>, Unsupported> {
             _ => {
                 // A lone brace is text.
                 let (text, tail) = rest.split_at(start + 1);
-                push_text(&mut out, text);
+                out.push(Token::Text(text));
                 rest = tail;
                 continue;
             }
         };
         if start > 0 {
-            push_text(&mut out, &rest[..start]);
+            out.push(Token::Text(&rest[..start]));
         }
         let Some(len) = rest[start + 2..].find(close) else {
             return no("an unterminated Tera tag");
@@ -76,13 +76,9 @@ fn tokenize(src: &str) -> Result<Vec<Token<'_>>, Unsupported> {
         rest = &rest[start + raw.len()..];
     }
     if !rest.is_empty() {
-        push_text(&mut out, rest);
+        out.push(Token::Text(rest));
     }
     Ok(out)
-}
-
-fn push_text<'a>(out: &mut Vec<Token<'a>>, text: &'a str) {
-    out.push(Token::Text(text));
 }
 
 fn keyword(inner: &str) -> &str {

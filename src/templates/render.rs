@@ -170,16 +170,7 @@ impl Compiled {
     /// the examples (all of them, then only the required ones). Without an example for
     /// every required variable nothing can be compared, and per-email inlining stays.
     fn preinlined_matches(&self) -> bool {
-        let all: Map<String, Value> = self
-            .variables
-            .iter()
-            .filter_map(|v| Some((v.name.clone(), v.example.clone()?)))
-            .collect();
-        let required: Map<String, Value> = all
-            .iter()
-            .filter(|(k, _)| self.variables.iter().any(|v| v.required && &v.name == *k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let (all, required) = vars::examples(&self.variables);
         let common = Common {
             app_name: "Adopt Don't Shop",
             app_base_url: "https://example.org",

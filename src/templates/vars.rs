@@ -108,6 +108,22 @@ pub struct VariableDecl {
     pub example: Option<Value>,
 }
 
+/// The declared examples as data: all of them, and only those of required variables
+/// (templates must render with optional variables absent).
+pub fn examples(variables: &[VariableDecl]) -> (Map<String, Value>, Map<String, Value>) {
+    let mut all = Map::new();
+    let mut required = Map::new();
+    for v in variables {
+        if let Some(example) = &v.example {
+            all.insert(v.name.clone(), example.clone());
+            if v.required {
+                required.insert(v.name.clone(), example.clone());
+            }
+        }
+    }
+    (all, required)
+}
+
 /// Why `template_data` does not fit the declarations. Displayed in `failure_reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VarProblem {
