@@ -158,14 +158,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: JobsCommand::Run { name, now },
         } => {
             let job: crate::jobs::JobName = name.parse()?;
-            let now = match now {
-                Some(text) => crate::jobs::parse_now(&text)?,
-                None => chrono::Utc::now(),
-            };
+            let now = now.map(|text| crate::jobs::parse_now(&text)).transpose()?;
             let pool = db::connect(&settings.database).await?;
-            let report = crate::jobs::Jobs::new(pool, &settings)
-                .run_once(job, now)
-                .await
+            let jobs = crate::jobs::Jobs::new(pool, &settings);
+            let report = match now {
+                Some(now) => jobs.run_once(job, now).await,
+                None => jobs.run_once_now(job).await,
+            }
                 .with_context(|| format!("job {job} could not be run"))?;
             println!("jobs run: {report}");
             Ok(match report.outcome {

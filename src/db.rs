@@ -10,6 +10,8 @@ use sqlx::{PgPool, Postgres};
 
 use crate::config::{DatabaseSettings, redact_url};
 
+pub mod lenient;
+
 /// The project's migrations: the seed schema, then the worker's own additions.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 

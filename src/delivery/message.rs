@@ -1,11 +1,12 @@
 //! Builds the RFC 5322 message for a row: addresses, headers and MIME structure.
 //! Everything a row can get wrong is caught here with a reason a person can read.
 
+mod headers;
 mod qp;
 
 use lettre::Message;
 use lettre::message::header::{ContentTransferEncoding, Header, HeaderName, HeaderValue};
-use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
+use lettre::message::{Body, Mailbox, Mailboxes, MultiPart, SinglePart};
 
 use crate::queue::ClaimedEmail;
 
@@ -52,15 +53,23 @@ pub struct ListUnsubscribe {
     pub url: String,
 }
 
+/// Longest Message-ID kept: it is stored in `provider_message_id VARCHAR(255)` and
+/// looked up there by bounce and webhook handlers, so it must fit whole.
+pub const MAX_MESSAGE_ID: usize = 255;
+
 /// The `Message-ID` of an email: derived from `email_id`, so every attempt carries the same
-/// one and receivers can drop a duplicate after an at-least-once retry.
+/// one and receivers can drop a duplicate after an at-least-once retry. The sender's
+/// domain when it is plain ASCII and the whole id fits [`MAX_MESSAGE_ID`].
 pub fn message_id(email: &ClaimedEmail) -> String {
+    // `<` + 36-character UUID + `@` + domain + `>`
+    let room = MAX_MESSAGE_ID - 39;
     let domain = email
         .from_email
         .rsplit_once('@')
         .map(|(_, d)| d.trim())
         .filter(|d| {
             !d.is_empty()
+                && d.len() <= room
                 && d.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
         })
@@ -87,11 +96,17 @@ pub fn build(
     let mut builder = Message::builder()
         .from(from)
         .to(to)
-        .subject(subject)
+        .header(headers::Subject(subject.to_string()))
         .message_id(Some(message_id(email)))
         .date_now();
-    for cc in email.cc_emails.iter().flatten() {
-        builder = builder.cc(mailbox("cc", None, cc)?);
+    let cc = email
+        .cc_emails
+        .iter()
+        .flatten()
+        .map(|cc| mailbox("cc", None, cc))
+        .collect::<Result<Mailboxes, _>>()?;
+    if cc.iter().next().is_some() {
+        builder = builder.header(headers::Cc(cc));
     }
     for bcc in email.bcc_emails.iter().flatten() {
         builder = builder.bcc(mailbox("bcc", None, bcc)?);
@@ -140,14 +155,14 @@ const MAX_LINE: usize = 998;
 /// scans the body twice more to choose an encoding. Here line endings are converted in
 /// one pass; ASCII text whose lines fit 7bit's limit of 998 is sent as 7bit, as it is;
 /// mostly-ASCII text (typical HTML, a few accented letters or a `·`) is quoted-printable
-/// encoded exactly as lettre would (see `qp`), only faster; the rest (stray CR, NUL, mostly
+/// encoded exactly as lettre would (see `qp`), only faster; the rest (NUL, mostly
 /// non-ASCII, where base64 may be smaller) is left to lettre's own choice. With
 /// `eight_bit`, text with non-ASCII characters whose lines fit is sent as 8bit, unencoded:
 /// quoted-printable was the largest part of the worker's CPU per email once rendering was
 /// cheap (README "Performance").
 fn encoded_body(text: &str, eight_bit: bool) -> Body {
     let (crlf, shape) = crlf_line_endings(text);
-    if !shape.nul && !shape.bare_cr && shape.longest_line <= MAX_LINE {
+    if !shape.nul && shape.longest_line <= MAX_LINE {
         if shape.non_ascii == 0 {
             return Body::dangerous_pre_encoded(
                 crlf.into_bytes(),
@@ -161,7 +176,7 @@ fn encoded_body(text: &str, eight_bit: bool) -> Body {
             );
         }
     }
-    if shape.non_ascii * 10 < crlf.len() && !shape.nul && !shape.bare_cr {
+    if shape.non_ascii * 10 < crlf.len() && !shape.nul {
         let encoded = qp::encode(crlf.as_bytes());
         return Body::dangerous_pre_encoded(encoded, ContentTransferEncoding::QuotedPrintable);
     }
@@ -173,8 +188,6 @@ fn encoded_body(text: &str, eight_bit: bool) -> Body {
 struct Shape {
     non_ascii: usize,
     nul: bool,
-    /// A CR not followed by LF.
-    bare_cr: bool,
     /// In bytes, without the line ending.
     longest_line: usize,
 }
@@ -192,13 +205,19 @@ fn crlf_line_endings(text: &str) -> (String, Shape) {
         } else {
             segment
         };
-        shape.longest_line = shape.longest_line.max(line.len());
         if !line.is_ascii() {
             shape.non_ascii += line.bytes().filter(|b| !b.is_ascii()).count();
         }
-        shape.bare_cr |= line.contains('\r');
         shape.nul |= line.contains('\0');
-        out.push_str(line);
+        // A lone CR ends a line too (old Mac text): on the wire it must be CRLF.
+        let mut parts = line.split('\r').peekable();
+        while let Some(part) = parts.next() {
+            shape.longest_line = shape.longest_line.max(part.len());
+            out.push_str(part);
+            if parts.peek().is_some() {
+                out.push_str("\r\n");
+            }
+        }
         if terminated {
             out.push_str("\r\n");
         }
@@ -238,7 +257,8 @@ fn mailbox(
         }
         None => None,
     };
-    let address = address.trim();
+    let address = ascii_domain(address.trim());
+    let address = address.as_str();
     let parsed = address
         .parse()
         .map_err(|e: lettre::address::AddressError| InvalidEmail::Address {
@@ -247,6 +267,19 @@ fn mailbox(
             problem: e.to_string(),
         })?;
     Ok(Mailbox::new(name, parsed))
+}
+
+/// The address with an internationalised domain in its ASCII (punycode) form, which every
+/// relay and reader takes without SMTPUTF8 (`maya@münchen.de` → `maya@xn--mnchen-3ya.de`).
+/// A domain that cannot be converted is left for the address parser to refuse.
+pub fn ascii_domain(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) if !domain.is_ascii() => match idna::domain_to_ascii(domain) {
+            Ok(ascii) => format!("{local}@{ascii}"),
+            Err(_) => address.to_string(),
+        },
+        _ => address.to_string(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -288,13 +321,13 @@ mod tests {
         assert_eq!(crlf_line_endings("a\nb\r\nc\n").0, "a\r\nb\r\nc\r\n");
         assert_eq!(crlf_line_endings("\n\n").0, "\r\n\r\n");
         assert_eq!(crlf_line_endings("no newline").0, "no newline");
-        let (_, shape) = crlf_line_endings("ab\r\nc\rd·\n12345");
+        let (crlf, shape) = crlf_line_endings("ab\r\nc\rd·\n12345");
+        assert_eq!(crlf, "ab\r\nc\r\nd·\r\n12345", "a lone CR is a line break");
         assert_eq!(
             shape,
             Shape {
                 non_ascii: 2,
                 nul: false,
-                bare_cr: true,
                 longest_line: 5
             }
         );
@@ -357,10 +390,8 @@ mod tests {
             encoded_body("Привет из приюта", false).encoding(),
             ContentTransferEncoding::Base64
         );
-        let bare_cr = "bare\rcarriage return";
-        assert_eq!(
-            encoded_body(bare_cr, false).as_ref(),
-            Body::new(bare_cr.to_string()).as_ref()
-        );
+        let bare_cr = encoded_body("bare\rcarriage return", false);
+        assert_eq!(bare_cr.encoding(), ContentTransferEncoding::SevenBit);
+        assert_eq!(bare_cr.as_ref(), b"bare\r\ncarriage return");
     }
 }

@@ -119,12 +119,9 @@ impl Deliverer {
     }
 
     async fn attempt(&self, email: &ClaimedEmail) -> (Outcome, Option<RenderedContent>) {
-        if let Some(column) = &email.json_too_deep {
+        if let Some(problem) = &email.undecodable {
             metrics::send_attempt(SendClass::Invalid, Duration::ZERO);
-            let reason = format!(
-                "{column} is nested deeper than {} levels",
-                crate::queue::MAX_JSON_DEPTH
-            );
+            let reason = format!("the row cannot be sent as stored: {problem}");
             return (Outcome::Failed { reason }, None);
         }
         let (format, unsubscribe) = match preferences::decide(email) {
@@ -243,8 +240,8 @@ impl Deliverer {
         }
     }
 
-    /// True when a send starting now ends, SMTP timeout included, before the row's lease
-    /// runs out. A claimed row can wait long for a free send slot or for the rate limit;
+    /// True when a send starting now ends, SMTP timeout included, and its result is
+    /// written (see [`record_margin`]) before the row's lease runs out. A claimed row can wait long for a free send slot or for the rate limit;
     /// sent after that, its send could outlive the lease, and the reaper would hand the row
     /// to another worker while this one is still sending it: a duplicate with no fault.
     fn fits_in_lease(&self, email: &ClaimedEmail) -> bool {
@@ -252,7 +249,8 @@ impl Deliverer {
             return true;
         };
         let age = claimed.elapsed();
-        let fits = age + self.transport.timeout() < self.policy.lease;
+        let fits = age + self.transport.timeout() + record_margin(self.policy.lease, self.transport.timeout())
+            < self.policy.lease;
         if !fits {
             warn!(
                 age_ms = age.as_millis() as u64,
@@ -322,6 +320,22 @@ impl Deliverer {
                         );
                     }
                     return r;
+                }
+                Err(e) if is_data_error(&e) && matches!(outcome, Outcome::Sent(_)) => {
+                    // The message went: a value the table refuses must not leave the row
+                    // `sending` for the reaper to send again. Record the bare transition.
+                    warn!(error = %e, "the sent result holds a value the table refuses; recording the status alone");
+                    let provider = match outcome {
+                        Outcome::Sent(a) => a.provider_id.as_str(),
+                        _ => "",
+                    };
+                    match queue::mark_sent(&self.pool, email, provider, None, None).await {
+                        Ok(r) => return r,
+                        Err(e) => {
+                            warn!(error = %e, "recording the bare sent status failed too");
+                            tries += 1;
+                        }
+                    }
                 }
                 Err(e) if tries < 12 => {
                     warn!(error = %e, "recording the result failed; retrying");
@@ -429,6 +443,28 @@ impl Deliverer {
         }
         Ok(())
     }
+}
+
+/// Time kept free at the end of a lease for writing a send's result, so a slow write does
+/// not race the reaper: 5 s, or half of what the lease leaves beyond the SMTP timeout when
+/// that is less (configuration guarantees the lease exceeds the timeout).
+pub fn record_margin(lease: Duration, smtp_timeout: Duration) -> Duration {
+    Duration::from_secs(5).min(lease.saturating_sub(smtp_timeout) / 2)
+}
+
+/// A statement refused for a value it was given (SQLSTATE class 22 "data exception" or 23
+/// "integrity constraint violation"): retrying it changes nothing.
+fn is_data_error(e: &sqlx::Error) -> bool {
+    let code = match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        // The batch writer hands the database's message on as text.
+        sqlx::Error::Protocol(m) => m
+            .split("SQLSTATE ")
+            .nth(1)
+            .map(|c| c.chars().take(5).collect()),
+        _ => None,
+    };
+    code.is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
 }
 
 /// Metrics and the one log line per attempt (sent rows at debug: they are the bulk).

@@ -93,6 +93,22 @@ pub enum JobError {
     Sql(#[from] sqlx::Error),
 }
 
+/// A run's "now": told (the CLI's `--now`, tests' time travel) or this host's clock (a cron
+/// tick, the CLI without `--now`), which a job may replace with the database's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Now {
+    Told(DateTime<Utc>),
+    Host(DateTime<Utc>),
+}
+
+impl Now {
+    fn time(self) -> DateTime<Utc> {
+        match self {
+            Now::Told(t) | Now::Host(t) => t,
+        }
+    }
+}
+
 /// Parses the CLI's `--now` (RFC 3339, any offset).
 pub fn parse_now(text: &str) -> Result<DateTime<Utc>, JobError> {
     DateTime::parse_from_rfc3339(text)
@@ -212,7 +228,20 @@ impl Jobs {
     pub async fn run_once(&self, job: JobName, now: DateTime<Utc>) -> Result<RunReport, JobError> {
         // The slot is stored with PostgreSQL's microsecond precision; keep the report equal.
         let now = now.trunc_subsecs(6);
-        self.run_slot(job, now, now).await
+        self.run_slot(job, now, Now::Told(now)).await
+    }
+
+    /// One cron tick's run, as the scheduler makes it: `slot` is this host's clock at the
+    /// tick (jobs whose safety depends on the clock take the database's instead).
+    pub async fn run_tick(&self, job: JobName, slot: DateTime<Utc>) -> Result<RunReport, JobError> {
+        self.run_slot(job, slot, Now::Host(slot)).await
+    }
+
+    /// [`Jobs::run_once`] at this host's "now", for the CLI without `--now`: jobs whose
+    /// safety depends on the clock (the lease reaper) take the database's instead.
+    pub async fn run_once_now(&self, job: JobName) -> Result<RunReport, JobError> {
+        let now = Utc::now().trunc_subsecs(6);
+        self.run_slot(job, now, Now::Host(now)).await
     }
 
     /// Claims and runs one slot inside a `job` span, and records the run's metrics (a slot
@@ -221,7 +250,7 @@ impl Jobs {
         &self,
         job: JobName,
         slot: DateTime<Utc>,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<RunReport, JobError> {
         let started = Instant::now();
         let result = self
@@ -237,8 +266,9 @@ impl Jobs {
         &self,
         job: JobName,
         slot: DateTime<Utc>,
-        now: DateTime<Utc>,
+        clock: Now,
     ) -> Result<RunReport, JobError> {
+        let now = clock.time();
         let mut report = RunReport {
             job,
             slot,
@@ -253,7 +283,7 @@ impl Jobs {
             };
             return Ok(report);
         }
-        let result = self.dispatch(job, now).await;
+        let result = self.dispatch(job, clock).await;
         let (outcome, rows, detail) = match result {
             Ok(done) if done.failed => (RunOutcome::Failed, done.rows_affected, done.detail),
             Ok(done) => (RunOutcome::Succeeded, done.rows_affected, done.detail),
@@ -267,13 +297,14 @@ impl Jobs {
         Ok(report)
     }
 
-    async fn dispatch(&self, job: JobName, now: DateTime<Utc>) -> Result<Done, JobError> {
+    async fn dispatch(&self, job: JobName, clock: Now) -> Result<Done, JobError> {
+        let now = clock.time();
         match job {
             JobName::Digest => digest::run(self, now).await,
             JobName::ExpireApplications => expire_applications::run(self, now).await,
             JobName::ExpireModeration => expire_moderation::run(self, now).await,
             JobName::AuditPartitions => audit_partitions::run(self, now).await,
-            JobName::Reclaim => reclaim::run(self, now).await,
+            JobName::Reclaim => reclaim::run(self, clock).await,
         }
     }
 
@@ -294,7 +325,7 @@ impl Jobs {
             info!(%job, %slot, "previous run still in progress in this process; tick skipped");
             return;
         };
-        match self.run_slot(job, slot, slot).await {
+        match self.run_tick(job, slot).await {
             Ok(r) if r.outcome == RunOutcome::Failed => warn!(report = %r, "scheduled job failed"),
             Ok(r) if r.outcome == RunOutcome::Skipped => {
                 tracing::debug!(report = %r, "slot run elsewhere")

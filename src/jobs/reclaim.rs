@@ -2,20 +2,20 @@
 //! Rows left `sending` by a worker that died go back to the queue; see
 //! [`crate::queue::reclaim_expired_at`].
 
-use chrono::{DateTime, Utc};
 use tracing::warn;
 
-use super::{Done, JobError, Jobs};
+use super::{Done, JobError, Jobs, Now};
 use crate::{metrics, queue};
 
-pub(super) async fn run(jobs: &Jobs, now: DateTime<Utc>) -> Result<Done, JobError> {
-    let n = queue::reclaim_expired_at(
-        jobs.pool(),
-        now.naive_utc(),
-        jobs.inner.lease,
-        jobs.inner.default_max_retries,
-    )
-    .await?;
+/// The lease runs on the database's clock (the claim writes `last_attempt_at` with it): a
+/// host whose clock runs ahead must not take back rows still being sent. Only a time told
+/// explicitly (`--now`) replaces it.
+pub(super) async fn run(jobs: &Jobs, clock: Now) -> Result<Done, JobError> {
+    let (lease, max) = (jobs.inner.lease, jobs.inner.default_max_retries);
+    let n = match clock {
+        Now::Told(now) => queue::reclaim_expired_at(jobs.pool(), now.naive_utc(), lease, max).await?,
+        Now::Host(_) => queue::reclaim_expired(jobs.pool(), lease, max).await?,
+    };
     metrics::lease_reclaims(n);
     if n > 0 {
         warn!(

@@ -47,7 +47,9 @@ pub const QUEUE_SAMPLE_SQL: &str = "WITH clock AS (SELECT now() AT TIME ZONE 'UT
                count(*) FILTER (WHERE d.due_at > clock.now_utc) AS scheduled,
                min(d.due_at) FILTER (WHERE d.due_at <= clock.now_utc
                                       AND d.due_at > '-infinity') AS oldest_due
-        FROM (SELECT COALESCE(e.scheduled_for, e.created_at, '-infinity') AS due_at
+        FROM (SELECT CASE WHEN e.scheduled_for IS NULL AND e.created_at > clock.now_utc
+                          THEN clock.now_utc
+                          ELSE COALESCE(e.scheduled_for, e.created_at, '-infinity') END AS due_at
               FROM email_queue e
               WHERE e.status = 'queued' AND e.priority = p.priority) d
     ) q

@@ -27,7 +27,8 @@ pub struct RecipientPrefs {
     pub has_preferences: bool,
     pub is_email_enabled: Option<bool>,
     pub global_unsubscribe: Option<bool>,
-    pub category_prefs: Option<Value>,
+    /// `preferences` (per-category opt-outs), read leniently: see [`crate::db::lenient`].
+    pub category_prefs: Option<crate::db::lenient::JsonText>,
     pub email_format: Option<String>,
     pub digest_frequency: Option<String>,
     pub unsubscribe_token: Option<String>,
@@ -36,6 +37,18 @@ pub struct RecipientPrefs {
     pub language: Option<String>,
     /// Blacklisted in `email_suppressions` (recipients without a user row).
     pub suppressed_reason: Option<String>,
+}
+
+impl RecipientPrefs {
+    /// The per-category opt-outs, when they could be read.
+    pub fn category_prefs(&self) -> Option<&Value> {
+        self.category_prefs.as_ref().and_then(|j| j.value())
+    }
+
+    /// Why `preferences` could not be read, if it could not.
+    pub fn category_prefs_problem(&self) -> Option<&str> {
+        self.category_prefs.as_ref().and_then(|j| j.problem())
+    }
 }
 
 /// SQL fragment joined onto the claimed rows (alias `c`) by the claim statement.
@@ -51,8 +64,7 @@ pub(crate) const RECIPIENT_JOIN: &str = "
 /// Columns of [`RecipientPrefs`] selected by the claim statement.
 pub(crate) const RECIPIENT_COLUMNS: &str = "
     r.uid AS recipient_user_id, (p.preference_id IS NOT NULL) AS has_preferences,
-    p.is_email_enabled, p.global_unsubscribe, CASE WHEN jsonb_path_exists(p.preferences, 'strict $.**{64 to last}') THEN NULL
-        ELSE p.preferences END AS category_prefs,
+    p.is_email_enabled, p.global_unsubscribe, p.preferences::text AS category_prefs,
     p.email_format::text AS email_format, p.digest_frequency::text AS digest_frequency,
     p.unsubscribe_token, p.is_blacklisted, p.blacklist_reason, p.language,
     s.blacklist_reason AS suppressed_reason";
@@ -164,7 +176,7 @@ pub fn decide(email: &ClaimedEmail) -> Verdict {
     }
     let category = category(email);
     if let Some(c) = &category
-        && category_disabled(p.category_prefs.as_ref(), c)
+        && category_disabled(p.category_prefs(), c)
     {
         return Verdict::OptedOut(
             OptOut::Category,
@@ -181,7 +193,7 @@ pub fn decide(email: &ClaimedEmail) -> Verdict {
             }
             // Held for a digest the recipient unsubscribed from, it would wait forever.
             Some("daily" | "weekly" | "monthly")
-                if category_disabled(p.category_prefs.as_ref(), DIGEST_CATEGORY) =>
+                if category_disabled(p.category_prefs(), DIGEST_CATEGORY) =>
             {
                 return Verdict::OptedOut(
                     OptOut::Category,

@@ -95,19 +95,40 @@ async fn write_batches(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Pending>) {
         let pool = pool.clone();
         tokio::spawn(async move {
             let result = write_batch(&pool, &batch).await;
+            if let Err(e) = &result
+                && batch.len() > 1
+            {
+                // One value the table refuses fails the whole statement: write the rows
+                // one by one, so it costs its own row and not the others.
+                tracing::warn!(error = %e, rows = batch.len(), "writing a batch of sent results failed; writing them one by one");
+                for p in batch {
+                    let one = write_batch(&pool, std::slice::from_ref(&p)).await;
+                    let _ = p.reply.send(answer(&one, p.email_id));
+                }
+                drop(permit);
+                return;
+            }
             drop(permit);
             for p in batch {
-                let answer = match &result {
-                    Ok(written) => Ok(if written.contains(&p.email_id) {
-                        Recorded::Written(EmailStatus::Sent)
-                    } else {
-                        Recorded::Fenced
-                    }),
-                    Err(e) => Err(e.to_string()),
-                };
-                let _ = p.reply.send(answer);
+                let _ = p.reply.send(answer(&result, p.email_id));
             }
         });
+    }
+}
+
+fn answer(
+    result: &Result<std::collections::HashSet<Uuid>, sqlx::Error>,
+    email_id: Uuid,
+) -> Result<Recorded, String> {
+    match result {
+        Ok(written) if written.contains(&email_id) => Ok(Recorded::Written(EmailStatus::Sent)),
+        Ok(_) => Ok(Recorded::Fenced),
+        // The SQLSTATE travels with the message: callers tell a refused value from an outage.
+        Err(sqlx::Error::Database(db)) => Err(match db.code() {
+            Some(code) => format!("{db} (SQLSTATE {code})"),
+            None => db.to_string(),
+        }),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -139,21 +160,22 @@ async fn write_batch(
         "UPDATE email_queue e SET
             status = 'sent',
             sent_at = now() AT TIME ZONE 'UTC',
-            provider_id = r.provider_id,
-            provider_message_id = r.provider_message_id,
+            provider_id = left(r.provider_id, 255),
+            provider_message_id = left(r.provider_message_id, 255),
             failure_reason = NULL,
-            subject = COALESCE(r.subject, e.subject),
+            subject = left(COALESCE(r.subject, e.subject), 500),
             html_content = COALESCE(r.html_content, e.html_content),
             text_content = CASE WHEN r.subject IS NULL THEN e.text_content ELSE r.text_content END,
             metadata = CASE WHEN r.template_version IS NULL THEN e.metadata
-                       ELSE COALESCE(e.metadata, '{}') || jsonb_build_object('templateVersion', r.template_version) END,
+                       ELSE (CASE WHEN jsonb_typeof(e.metadata) = 'object' THEN e.metadata ELSE '{}' END)
+                            || jsonb_build_object('templateVersion', r.template_version) END,
             updated_at = now() AT TIME ZONE 'UTC'
          FROM unnest($1::uuid[], $2::timestamp[], $3::text[], $4::text[], $5::text[], $6::text[],
                      $7::text[], $8::int[])
               AS r(email_id, fence, provider_id, provider_message_id, subject, html_content,
                    text_content, template_version)
          WHERE e.email_id = r.email_id AND e.last_attempt_at = r.fence
-           AND e.status IN ('sending', 'queued')
+           AND e.status IN ('sending', 'queued', 'failed')
          RETURNING e.email_id",
     )
     .bind(ids)

@@ -35,7 +35,8 @@ pub const HELD_UNTIL: &str = "9999-12-31 00:00:00";
 /// PostgreSQL's NOTIFY channel that the queue trigger signals when a due row appears.
 pub const NOTIFY_CHANNEL: &str = "adopt_worker_email_queue";
 
-/// Columns returned for a claimed row (matches [`ClaimedEmail`]).
+/// Columns returned for a claimed row (matches `model::ClaimedRow`): every one decodable
+/// whatever another service wrote into it.
 macro_rules! claimed_columns {
     ($p:literal) => {
         concat!(
@@ -63,11 +64,8 @@ macro_rules! claimed_columns {
             "html_content, ",
             $p,
             "text_content, ",
-            "CASE WHEN jsonb_path_exists(",
             $p,
-            "template_data, 'strict $.**{64 to last}') THEN NULL ELSE ",
-            $p,
-            "template_data END AS template_data, ",
+            "template_data::text AS template_data, ",
             $p,
             "type, ",
             $p,
@@ -78,47 +76,53 @@ macro_rules! claimed_columns {
             "current_retries, ",
             $p,
             "last_attempt_at, ",
-            "CASE WHEN jsonb_path_exists(",
             $p,
-            "metadata, 'strict $.**{64 to last}') THEN NULL ELSE ",
-            $p,
-            "metadata END AS metadata, ",
+            "metadata::text AS metadata, ",
             $p,
             "campaign_id, ",
             $p,
             "user_id, ",
+            "CASE WHEN isfinite(",
             $p,
-            "created_at, ",
+            "created_at) THEN ",
+            $p,
+            "created_at END AS created_at, ",
             $p,
             "tags"
         )
     };
 }
 
-/// `ClaimedEmail::json_too_deep`: which JSON column of the row (or its recipient's
-/// preferences) nests deeper than [`MAX_JSON_DEPTH`]; such columns are selected as NULL.
-const JSON_TOO_DEEP: &str = "CASE
-    WHEN jsonb_path_exists(c.template_data, 'strict $.**{64 to last}') THEN 'template_data'
-    WHEN jsonb_path_exists(c.metadata, 'strict $.**{64 to last}') THEN 'metadata'
-    WHEN jsonb_path_exists(p.preferences, 'strict $.**{64 to last}')
-        THEN 'email_preferences.preferences'
-    END AS json_too_deep";
-
 /// The claim statement exactly as [`claim_due`] runs it (`$1` = batch size), for
 /// `EXPLAIN` in the benchmark and for operators.
 pub fn claim_statement() -> &'static str {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "WITH due AS (
+            "WITH clock AS (SELECT now() AT TIME ZONE 'UTC' AS now_utc),
+            due AS (
                 SELECT c.email_id
                 FROM unnest('{{urgent,high,normal,low}}'::email_priority_enum[]) AS p(priority)
+                CROSS JOIN clock
                 CROSS JOIN LATERAL (
-                    SELECT q.email_id FROM email_queue q
-                    WHERE q.status = 'queued' AND q.priority = p.priority
-                      AND COALESCE(q.scheduled_for, q.created_at, '-infinity') <= (now() AT TIME ZONE 'UTC')
-                    ORDER BY COALESCE(q.scheduled_for, q.created_at, '-infinity')
+                    SELECT u.email_id FROM (
+                        (SELECT q.email_id, COALESCE(q.scheduled_for, q.created_at, '-infinity') AS due_at
+                         FROM email_queue q
+                         WHERE q.status = 'queued' AND q.priority = p.priority
+                           AND COALESCE(q.scheduled_for, q.created_at, '-infinity') <= clock.now_utc
+                         ORDER BY COALESCE(q.scheduled_for, q.created_at, '-infinity')
+                         LIMIT $1
+                         FOR UPDATE OF q SKIP LOCKED)
+                        UNION ALL
+                        (SELECT q.email_id, q.created_at
+                         FROM email_queue q
+                         WHERE q.priority = p.priority AND q.created_at > clock.now_utc
+                           AND q.status = 'queued' AND q.scheduled_for IS NULL
+                         ORDER BY q.created_at
+                         LIMIT $1
+                         FOR UPDATE OF q SKIP LOCKED)
+                    ) u
+                    ORDER BY u.due_at
                     LIMIT $1
-                    FOR UPDATE OF q SKIP LOCKED
                 ) c
                 LIMIT $1
             ),
@@ -130,7 +134,7 @@ pub fn claim_statement() -> &'static str {
                 WHERE e.email_id = ANY(ARRAY(SELECT email_id FROM due))
                 RETURNING e.*
             )
-            SELECT {}, {}, {JSON_TOO_DEEP}
+            SELECT {}, {}
             FROM claimed c {}",
             claimed_columns!("c."),
             crate::preferences::RECIPIENT_COLUMNS,
@@ -141,9 +145,14 @@ pub fn claim_statement() -> &'static str {
 }
 
 /// Claims up to `limit` due rows, highest priority first and oldest due time first within
-/// a priority, and marks them `sending`. One statement: per priority value, an index range
-/// scan on `idx_email_queue_claim` that stops at the first row not yet due, so rows
-/// scheduled in the future cost nothing however many there are; the nested loop walks the
+/// a priority, and marks them `sending`. **Due** means `scheduled_for` is NULL or past:
+/// `created_at` only orders rows, because the seed's `DEFAULT CURRENT_TIMESTAMP` writes
+/// the inserting session's local time, which may lie hours ahead of UTC.
+/// One statement: per priority value, an index range scan on `idx_email_queue_claim` that
+/// stops at the first row not yet due, so rows scheduled in the future cost nothing however
+/// many there are, plus a range scan of the seed's `idx_email_queue_priority (priority,
+/// created_at)` over rows created "in the future" (only ever the last hours of a
+/// misconfigured inserter, since `created_at` only grows), which are due when unscheduled; the nested loop walks the
 /// priorities in array order and the outer LIMIT stops it as soon as the batch is full.
 /// `SKIP LOCKED` lets any number of processes claim at once without ever taking the same
 /// row. The recipient's preferences are joined in the same statement, so the preference
@@ -152,10 +161,11 @@ pub fn claim_statement() -> &'static str {
 /// seq-scanned the table: 21 ms instead of 1.5 ms on 20,000 rows).
 pub async fn claim_due(pool: &PgPool, limit: u32) -> Result<Vec<ClaimedEmail>, sqlx::Error> {
     let sent_at = std::time::Instant::now();
-    let mut rows: Vec<ClaimedEmail> = sqlx::query_as(sqlx::AssertSqlSafe(claim_statement()))
+    let rows: Vec<model::ClaimedRow> = sqlx::query_as(sqlx::AssertSqlSafe(claim_statement()))
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await?;
+    let mut rows: Vec<ClaimedEmail> = rows.into_iter().map(ClaimedEmail::from).collect();
     for row in &mut rows {
         row.claim_sent_at = Some(sent_at);
     }
@@ -190,8 +200,9 @@ pub struct RenderedContent {
 }
 
 /// queued → sending → **sent**. Also accepted while the row sits `queued` after a lease
-/// reclaim that no newer attempt has picked up yet: the mail did go, so say so rather than
-/// send it twice.
+/// reclaim that no newer attempt has picked up yet, or `failed` because the reaper gave up
+/// on it (its last attempt): the mail did go, so say so rather than let a retry send it
+/// twice. The fence (`last_attempt_at`) still refuses it once a newer attempt claimed it.
 pub async fn mark_sent(
     pool: &PgPool,
     email: &ClaimedEmail,
@@ -203,16 +214,17 @@ pub async fn mark_sent(
         "UPDATE email_queue SET
             status = 'sent',
             sent_at = now() AT TIME ZONE 'UTC',
-            provider_id = $3,
-            provider_message_id = $4,
+            provider_id = left($3, 255),
+            provider_message_id = left($4, 255),
             failure_reason = NULL,
-            subject = COALESCE($5, subject),
+            subject = left(COALESCE($5, subject), 500),
             html_content = COALESCE($6, html_content),
             text_content = CASE WHEN $5 IS NULL THEN text_content ELSE $7 END,
             metadata = CASE WHEN $8::int IS NULL THEN metadata
-                       ELSE COALESCE(metadata, '{}') || jsonb_build_object('templateVersion', $8::int) END,
+                       ELSE (CASE WHEN jsonb_typeof(metadata) = 'object' THEN metadata ELSE '{}' END)
+                            || jsonb_build_object('templateVersion', $8::int) END,
             updated_at = now() AT TIME ZONE 'UTC'
-         WHERE email_id = $1 AND last_attempt_at = $2 AND status IN ('sending', 'queued')
+         WHERE email_id = $1 AND last_attempt_at = $2 AND status IN ('sending', 'queued', 'failed')
          RETURNING status",
     )
     .bind(email.email_id)
@@ -327,7 +339,8 @@ async fn finish<'e>(
             status = $3,
             failure_reason = $4,
             tracking = CASE WHEN $5::jsonb IS NULL THEN tracking
-                       ELSE COALESCE(tracking, '{}') || $5::jsonb END,
+                       ELSE (CASE WHEN jsonb_typeof(tracking) = 'object' THEN tracking ELSE '{}' END)
+                            || $5::jsonb END,
             updated_at = now() AT TIME ZONE 'UTC'
          WHERE email_id = $1 AND last_attempt_at = $2 AND status = 'sending'
          RETURNING status",
@@ -365,25 +378,30 @@ pub async fn release(pool: &PgPool, emails: &[ClaimedEmail]) -> Result<u64, sqlx
 /// The lease reaper: rows left `sending` longer than `lease` (their worker died) go back to
 /// `queued`, due at once, counting as a failed attempt, or to `failed` when out of retries.
 /// Delivery may already have happened: the Message-ID is stable, so receivers can dedupe.
+/// "Now" is the database's clock, the one the claim wrote `last_attempt_at` with, so a
+/// host whose clock runs ahead never takes back a row mid-send.
 pub async fn reclaim_expired(
     pool: &PgPool,
     lease: Duration,
     default_max_retries: i32,
 ) -> Result<u64, sqlx::Error> {
-    reclaim_expired_at(
-        pool,
-        chrono::Utc::now().naive_utc(),
-        lease,
-        default_max_retries,
-    )
-    .await
+    reclaim(pool, None, lease, default_max_retries).await
 }
 
-/// [`reclaim_expired`] with "now" given (UTC): rows whose claim is older than `now - lease`.
-/// Reclaimed rows are due at once (the database's clock), whatever `now` says.
+/// [`reclaim_expired`] with "now" given (UTC; `--now`, tests): rows whose claim is older
+/// than `now - lease`. Reclaimed rows are due at once (the database's clock).
 pub async fn reclaim_expired_at(
     pool: &PgPool,
     now: NaiveDateTime,
+    lease: Duration,
+    default_max_retries: i32,
+) -> Result<u64, sqlx::Error> {
+    reclaim(pool, Some(now), lease, default_max_retries).await
+}
+
+async fn reclaim(
+    pool: &PgPool,
+    now: Option<NaiveDateTime>,
     lease: Duration,
     default_max_retries: i32,
 ) -> Result<u64, sqlx::Error> {
@@ -402,7 +420,7 @@ pub async fn reclaim_expired_at(
             failure_reason = $3,
             updated_at = now() AT TIME ZONE 'UTC'
          WHERE status = 'sending'
-           AND last_attempt_at < $4 - make_interval(secs => $1)",
+           AND last_attempt_at < COALESCE($4, now() AT TIME ZONE 'UTC') - make_interval(secs => $1)",
     )
     .bind(lease.as_secs_f64())
     .bind(default_max_retries)
@@ -423,11 +441,12 @@ pub async fn keep_rendered(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE email_queue SET
-            subject = $3,
+            subject = left($3, 500),
             html_content = $4,
             text_content = $5,
             metadata = CASE WHEN $6::int IS NULL THEN metadata
-                       ELSE COALESCE(metadata, '{}') || jsonb_build_object('templateVersion', $6::int) END
+                       ELSE (CASE WHEN jsonb_typeof(metadata) = 'object' THEN metadata ELSE '{}' END)
+                            || jsonb_build_object('templateVersion', $6::int) END
          WHERE email_id = $1 AND last_attempt_at = $2 AND status = 'sending'",
     )
     .bind(email.email_id)

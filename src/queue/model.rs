@@ -4,9 +4,8 @@ use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Deepest JSON nesting a claimed row's `template_data`/`metadata` may have (the claim
-/// statement's `'strict $.**{64 to last}'` must match it).
-pub const MAX_JSON_DEPTH: usize = 64;
+pub use crate::db::lenient::MAX_JSON_DEPTH;
+use crate::db::lenient::{JsonText, TextArray, without_nulls};
 
 /// `email_type_enum`.
 #[derive(
@@ -121,7 +120,7 @@ impl EmailStatus {
 /// A row this process has claimed (`status = 'sending'`). `claimed_at` is the
 /// `last_attempt_at` the claim wrote: every later transition is fenced on it, so a worker
 /// whose lease was taken over cannot overwrite a newer attempt's result.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ClaimedEmail {
     pub email_id: Uuid,
     pub template_id: Option<Uuid>,
@@ -136,30 +135,115 @@ pub struct ClaimedEmail {
     pub html_content: String,
     pub text_content: Option<String>,
     pub template_data: Option<serde_json::Value>,
-    #[sqlx(rename = "type")]
     pub email_type: EmailType,
     pub priority: EmailPriority,
     pub max_retries: Option<i32>,
     pub current_retries: Option<i32>,
-    #[sqlx(rename = "last_attempt_at")]
     pub claimed_at: NaiveDateTime,
     pub metadata: Option<serde_json::Value>,
     pub campaign_id: Option<String>,
     pub user_id: Option<Uuid>,
+    /// NULL, or not finite (`'-infinity'`) in the row.
     pub created_at: Option<NaiveDateTime>,
     pub tags: Option<Vec<String>>,
-    /// The JSON column nested deeper than [`MAX_JSON_DEPTH`] levels, if any: the claim
-    /// returns it as NULL (serde_json refuses such depth, and one undecodable row would
-    /// fail the whole batch) and the row fails with this as its reason.
-    #[sqlx(default)]
-    pub json_too_deep: Option<String>,
+    /// Why the row cannot be sent as stored, naming the column (a JSON number out of range,
+    /// JSON nested deeper than [`MAX_JSON_DEPTH`], a NULL Cc/Bcc address): the claim reads
+    /// every column leniently so that such a row fails alone, with this as its reason.
+    pub undecodable: Option<String>,
     /// The recipient's preferences, joined by the claim.
-    #[sqlx(flatten)]
     pub recipient: crate::preferences::RecipientPrefs,
     /// This process's clock when it sent the claim statement (never after the claim
     /// itself): the row's lease runs from here. `None` for a row built by hand.
-    #[sqlx(skip)]
     pub claim_sent_at: Option<std::time::Instant>,
+}
+
+/// A claimed row as the claim statement returns it: JSON as text, arrays with nullable
+/// elements, timestamps finite or NULL, so that decoding never fails (see
+/// [`crate::db::lenient`]); [`ClaimedEmail::from`] finds what is wrong with it.
+#[derive(sqlx::FromRow)]
+pub(super) struct ClaimedRow {
+    email_id: Uuid,
+    template_id: Option<Uuid>,
+    from_email: String,
+    from_name: Option<String>,
+    to_email: String,
+    to_name: Option<String>,
+    cc_emails: Option<TextArray>,
+    bcc_emails: Option<TextArray>,
+    reply_to_email: Option<String>,
+    subject: String,
+    html_content: String,
+    text_content: Option<String>,
+    template_data: Option<JsonText>,
+    #[sqlx(rename = "type")]
+    email_type: EmailType,
+    priority: EmailPriority,
+    max_retries: Option<i32>,
+    current_retries: Option<i32>,
+    last_attempt_at: NaiveDateTime,
+    metadata: Option<JsonText>,
+    campaign_id: Option<String>,
+    user_id: Option<Uuid>,
+    created_at: Option<NaiveDateTime>,
+    tags: Option<TextArray>,
+    #[sqlx(flatten)]
+    recipient: crate::preferences::RecipientPrefs,
+}
+
+impl From<ClaimedRow> for ClaimedEmail {
+    fn from(row: ClaimedRow) -> ClaimedEmail {
+        let mut problems: Vec<String> = Vec::new();
+        let mut json = |column: &str, value: Option<JsonText>| match value.map(|j| j.0) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(why)) => {
+                problems.push(format!("{column} {why}"));
+                None
+            }
+        };
+        let template_data = json("template_data", row.template_data);
+        let metadata = json("metadata", row.metadata);
+        if let Some(why) = row.recipient.category_prefs_problem() {
+            problems.push(format!("the recipient's email_preferences.preferences {why}"));
+        }
+        let (cc_emails, cc_null) = without_nulls(row.cc_emails);
+        let (bcc_emails, bcc_null) = without_nulls(row.bcc_emails);
+        for (column, had_null) in [("cc_emails", cc_null), ("bcc_emails", bcc_null)] {
+            if had_null {
+                problems.push(format!("{column} holds a NULL address"));
+            }
+        }
+        // A NULL tag changes nothing that is sent: dropped.
+        let (tags, _) = without_nulls(row.tags);
+        ClaimedEmail {
+            email_id: row.email_id,
+            template_id: row.template_id,
+            from_email: row.from_email,
+            from_name: row.from_name,
+            to_email: row.to_email,
+            to_name: row.to_name,
+            cc_emails,
+            bcc_emails,
+            reply_to_email: row.reply_to_email,
+            subject: row.subject,
+            html_content: row.html_content,
+            text_content: row.text_content,
+            template_data,
+            email_type: row.email_type,
+            priority: row.priority,
+            max_retries: row.max_retries,
+            current_retries: row.current_retries,
+            claimed_at: row.last_attempt_at,
+            metadata,
+            campaign_id: row.campaign_id,
+            user_id: row.user_id,
+            created_at: row.created_at,
+            tags,
+            undecodable: (!problems.is_empty()).then(|| problems.join("; ")),
+            recipient: row.recipient,
+            claim_sent_at: None,
+        }
+    }
 }
 
 impl ClaimedEmail {

@@ -12,6 +12,7 @@ mod delivery;
 mod foundation;
 mod jobs;
 mod ops;
+mod poison;
 mod properties;
 mod security;
 mod templates;

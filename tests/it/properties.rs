@@ -245,7 +245,7 @@ fn claimed(
         user_id: None,
         created_at: None,
         tags: None,
-        json_too_deep: None,
+        undecodable: None,
         claim_sent_at: None,
         recipient: RecipientPrefs::default(),
     }

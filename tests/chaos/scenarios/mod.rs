@@ -2,4 +2,5 @@
 
 mod postgres;
 mod process;
+mod rows;
 mod smtp;
