@@ -165,7 +165,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(now) => jobs.run_once(job, now).await,
                 None => jobs.run_once_now(job).await,
             }
-                .with_context(|| format!("job {job} could not be run"))?;
+            .with_context(|| format!("job {job} could not be run"))?;
             println!("jobs run: {report}");
             Ok(match report.outcome {
                 crate::jobs::RunOutcome::Failed => ExitCode::FAILURE,

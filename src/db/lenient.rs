@@ -101,11 +101,19 @@ mod tests {
     #[test]
     fn out_of_range_numbers_and_depth_are_problems_not_panics() {
         assert!(JsonText::parse(r#"{"n":1e400}"#).problem().is_some());
-        assert_eq!(JsonText::parse(r#"{"n":1}"#).value(), Some(&serde_json::json!({"n":1})));
+        assert_eq!(
+            JsonText::parse(r#"{"n":1}"#).value(),
+            Some(&serde_json::json!({"n":1}))
+        );
         let deep = format!("{}1{}", "[".repeat(65), "]".repeat(65));
         assert!(JsonText::parse(&deep).problem().unwrap().contains("deeper"));
         let deeper = format!("{}1{}", "[".repeat(500), "]".repeat(500));
-        assert!(JsonText::parse(&deeper).problem().unwrap().contains("deeper"));
+        assert!(
+            JsonText::parse(&deeper)
+                .problem()
+                .unwrap()
+                .contains("deeper")
+        );
         let ok = format!("{}1{}", "[".repeat(64), "]".repeat(64));
         assert!(JsonText::parse(&ok).value().is_some());
     }

@@ -249,7 +249,9 @@ impl Deliverer {
             return true;
         };
         let age = claimed.elapsed();
-        let fits = age + self.transport.timeout() + record_margin(self.policy.lease, self.transport.timeout())
+        let fits = age
+            + self.transport.timeout()
+            + record_margin(self.policy.lease, self.transport.timeout())
             < self.policy.lease;
         if !fits {
             warn!(

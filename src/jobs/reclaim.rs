@@ -13,7 +13,9 @@ use crate::{metrics, queue};
 pub(super) async fn run(jobs: &Jobs, clock: Now) -> Result<Done, JobError> {
     let (lease, max) = (jobs.inner.lease, jobs.inner.default_max_retries);
     let n = match clock {
-        Now::Told(now) => queue::reclaim_expired_at(jobs.pool(), now.naive_utc(), lease, max).await?,
+        Now::Told(now) => {
+            queue::reclaim_expired_at(jobs.pool(), now.naive_utc(), lease, max).await?
+        }
         Now::Host(_) => queue::reclaim_expired(jobs.pool(), lease, max).await?,
     };
     metrics::lease_reclaims(n);

@@ -99,31 +99,41 @@ pub fn claim_statement() -> &'static str {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH clock AS (SELECT now() AT TIME ZONE 'UTC' AS now_utc),
-            due AS (
-                SELECT c.email_id
+            scheduled AS (
+                SELECT c.email_id, p.priority, c.due_at
                 FROM unnest('{{urgent,high,normal,low}}'::email_priority_enum[]) AS p(priority)
                 CROSS JOIN clock
                 CROSS JOIN LATERAL (
-                    SELECT u.email_id FROM (
-                        (SELECT q.email_id, COALESCE(q.scheduled_for, q.created_at, '-infinity') AS due_at
-                         FROM email_queue q
-                         WHERE q.status = 'queued' AND q.priority = p.priority
-                           AND COALESCE(q.scheduled_for, q.created_at, '-infinity') <= clock.now_utc
-                         ORDER BY COALESCE(q.scheduled_for, q.created_at, '-infinity')
-                         LIMIT $1
-                         FOR UPDATE OF q SKIP LOCKED)
-                        UNION ALL
-                        (SELECT q.email_id, q.created_at
-                         FROM email_queue q
-                         WHERE q.priority = p.priority AND q.created_at > clock.now_utc
-                           AND q.status = 'queued' AND q.scheduled_for IS NULL
-                         ORDER BY q.created_at
-                         LIMIT $1
-                         FOR UPDATE OF q SKIP LOCKED)
-                    ) u
-                    ORDER BY u.due_at
+                    SELECT q.email_id, COALESCE(q.scheduled_for, q.created_at, '-infinity') AS due_at
+                    FROM email_queue q
+                    WHERE q.status = 'queued' AND q.priority = p.priority
+                      AND COALESCE(q.scheduled_for, q.created_at, '-infinity') <= clock.now_utc
+                    ORDER BY COALESCE(q.scheduled_for, q.created_at, '-infinity')
                     LIMIT $1
+                    FOR UPDATE OF q SKIP LOCKED
                 ) c
+                LIMIT $1
+            ),
+            created_ahead AS (
+                SELECT c.email_id, p.priority, c.due_at
+                FROM unnest('{{urgent,high,normal,low}}'::email_priority_enum[]) AS p(priority)
+                CROSS JOIN clock
+                CROSS JOIN LATERAL (
+                    SELECT q.email_id, q.created_at AS due_at
+                    FROM email_queue q
+                    WHERE q.priority = p.priority AND q.created_at > clock.now_utc
+                      AND q.status = 'queued' AND q.scheduled_for IS NULL
+                    ORDER BY q.created_at
+                    LIMIT $1
+                    FOR UPDATE OF q SKIP LOCKED
+                ) c
+                LIMIT $1
+            ),
+            due AS (
+                SELECT email_id FROM (
+                    SELECT * FROM scheduled UNION ALL SELECT * FROM created_ahead
+                ) d
+                ORDER BY d.priority DESC, d.due_at
                 LIMIT $1
             ),
             claimed AS (

@@ -204,7 +204,9 @@ impl From<ClaimedRow> for ClaimedEmail {
         let template_data = json("template_data", row.template_data);
         let metadata = json("metadata", row.metadata);
         if let Some(why) = row.recipient.category_prefs_problem() {
-            problems.push(format!("the recipient's email_preferences.preferences {why}"));
+            problems.push(format!(
+                "the recipient's email_preferences.preferences {why}"
+            ));
         }
         let (cc_emails, cc_null) = without_nulls(row.cc_emails);
         let (bcc_emails, bcc_null) = without_nulls(row.bcc_emails);

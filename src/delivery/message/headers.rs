@@ -150,7 +150,11 @@ mod tests {
     #[test]
     fn long_address_lists_fold_at_78() {
         let list: Mailboxes = (0..80)
-            .map(|i| format!("adopter{i}@example.com").parse::<Mailbox>().unwrap())
+            .map(|i| {
+                format!("adopter{i}@example.com")
+                    .parse::<Mailbox>()
+                    .unwrap()
+            })
             .collect();
         let line = formatted(Cc(list.clone()));
         assert!(line.split("\r\n").all(|l| l.len() <= FOLD_AT), "{line}");
