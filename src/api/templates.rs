@@ -100,6 +100,7 @@ pub async fn resolve_for_enqueue(
         RenderRequest {
             template: templates::TemplateRef::Name(&t.name),
             locale: t.locale.as_deref(),
+            locale_is_guess: false,
             version: None,
             data: Some(&t.data),
             recipient_email: &email.to_email,
@@ -354,6 +355,7 @@ pub async fn preview(
         .render(RenderRequest {
             template: templates::TemplateRef::Name(&name),
             locale: Some(locale),
+            locale_is_guess: false,
             version: q.version,
             data: Some(&data),
             recipient_email: "preview@example.com",

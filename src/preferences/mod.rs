@@ -51,12 +51,16 @@ impl RecipientPrefs {
     }
 }
 
-/// SQL fragment joined onto the claimed rows (alias `c`) by the claim statement.
+/// SQL fragment joined onto the claimed rows (alias `c`) by the claim statement. A row
+/// addressed only by email belongs to the live user with that address, else to the most
+/// recently deleted one: a deleted user's address is still theirs, so their rows by
+/// `user_id` and by address are gated alike (held, then ended by the digest job).
 pub(crate) const RECIPIENT_JOIN: &str = "
     LEFT JOIN LATERAL (
         SELECT COALESCE(c.user_id,
             (SELECT u.user_id FROM users u
-             WHERE lower(u.email) = lower(c.to_email) AND u.deleted_at IS NULL LIMIT 1)) AS uid
+             WHERE lower(u.email) = lower(c.to_email)
+             ORDER BY u.deleted_at IS NOT NULL, u.deleted_at DESC LIMIT 1)) AS uid
     ) r ON true
     LEFT JOIN email_preferences p ON p.user_id = r.uid
     LEFT JOIN email_suppressions s ON s.email = lower(c.to_email) AND s.is_blacklisted";

@@ -20,7 +20,7 @@ async fn start(extra: &[(&str, &str)]) -> Api {
     let api = Api::start_with(&o).await;
     app(api.settings.clone())
         .templates
-        .sync(Path::new("templates"), false)
+        .sync(Path::new("templates"), &Default::default())
         .await
         .expect("the shipped templates sync");
     api
@@ -290,8 +290,12 @@ fn send_test_command_queues_through_the_same_path() {
     let _in_runtime = rt.enter();
     let db = rt.block_on(TestDb::new());
     let s = settings(&db, None, None, &[]);
-    rt.block_on(app(s).templates.sync(Path::new("templates"), false))
-        .unwrap();
+    rt.block_on(
+        app(s)
+            .templates
+            .sync(Path::new("templates"), &Default::default()),
+    )
+    .unwrap();
     let run = |args: &[&str]| {
         let out = bin()
             .args(args)
