@@ -158,8 +158,10 @@ pub struct AuthSettings {
     pub jwt_issuer: String,
     /// Required `aud` claim; empty means not checked.
     pub jwt_audience: String,
-    /// Clock skew allowed on `exp`, seconds.
+    /// Clock skew allowed on `exp` and `nbf`, seconds.
     pub jwt_leeway_secs: u64,
+    /// Longest accepted JWT lifetime (`exp - iat`, or `exp - now` without `iat`), seconds.
+    pub jwt_max_lifetime_secs: u64,
     /// HMAC-SHA256 secret shared with the mail relay; empty disables the webhook.
     pub webhook_secret: String,
     /// How far a webhook's timestamp may be from now, seconds.
@@ -176,6 +178,7 @@ impl std::fmt::Debug for AuthSettings {
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_leeway_secs", &self.jwt_leeway_secs)
+            .field("jwt_max_lifetime_secs", &self.jwt_max_lifetime_secs)
             .field("webhook_secret", &set(&self.webhook_secret))
             .field("webhook_tolerance_secs", &self.webhook_tolerance_secs)
             .field("test_sends_per_minute", &self.test_sends_per_minute)
@@ -296,6 +299,9 @@ impl Settings {
                 "auth.webhook_secret must be at least 16 bytes, or empty to disable the webhook"
                     .into(),
             );
+        }
+        if a.jwt_max_lifetime_secs == 0 {
+            return invalid("auth.jwt_max_lifetime_secs must be at least 1".into());
         }
         if a.webhook_tolerance_secs == 0 || a.test_sends_per_minute == 0 {
             return invalid(
