@@ -11,6 +11,7 @@ pub mod emails;
 pub mod error;
 pub mod health;
 pub mod idempotency;
+pub mod security;
 pub mod templates;
 pub mod tokens;
 pub mod tracking;
@@ -227,6 +228,7 @@ pub fn router(state: ApiState) -> Router {
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(axum::middleware::from_fn(crate::metrics::track_http))
                 .layer(axum::middleware::map_response(error::json_errors))
+                .layer(axum::middleware::map_response(security::security_headers))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
                     REQUEST_TIMEOUT,

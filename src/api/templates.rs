@@ -380,11 +380,13 @@ pub async fn preview(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
-    // The template's own HTML, shown as is: no scripts, no outside loads but images.
+    // The template's own HTML, shown as is: no scripts, no outside loads but images, and a
+    // sandbox (a unique origin: no cookies, no forms, no framing, no <base> redirection).
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         header::HeaderValue::from_static(
-            "default-src 'none'; img-src * data:; style-src 'unsafe-inline'",
+            "default-src 'none'; img-src * data:; style-src 'unsafe-inline'; sandbox; \
+             form-action 'none'; base-uri 'none'; frame-ancestors 'none'",
         ),
     );
     Ok((headers, Html(r.html)).into_response())

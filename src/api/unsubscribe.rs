@@ -144,11 +144,14 @@ pub async fn unsubscribe(
                     request. Open the link from your email and use the button.</p>";
         return Ok(page_response(StatusCode::BAD_REQUEST, app, body));
     }
-    let category = link.category.as_deref().filter(|_| link.valid);
-    // Run even for a malformed link (with a token that matches nothing), for equal timing.
-    let token = if link.valid { link.token.as_str() } else { "" };
-    let done = preferences::unsubscribe(state.pool(), token, category).await?;
-    if !done || !link.valid {
+    if !link.valid {
+        // Validated before any write: a malformed link never reaches the UPDATE (a stored
+        // empty token would match it). The read keeps the failure's cost near a real one's.
+        preferences::find_by_token(state.pool(), "", None).await?;
+        return Ok(not_found(app));
+    }
+    let category = link.category.as_deref();
+    if !preferences::unsubscribe(state.pool(), &link.token, category).await? {
         return Ok(not_found(app));
     }
     let via = if url::form_urlencoded::parse(&body).any(|(k, v)| k == "via" && v == "page") {
@@ -219,7 +222,8 @@ fn page_response(status: StatusCode, app: &str, body: &str) -> Response {
             (header::REFERRER_POLICY, "no-referrer"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+                 base-uri 'none'; frame-ancestors 'none'",
             ),
         ],
         Html(html),
