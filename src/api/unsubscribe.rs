@@ -81,7 +81,8 @@ impl ToSchema for OneClickForm {}
         ("category" = Option<String>, Query, description = "Only this preference category")),
     responses(
         (status = 200, description = "Confirmation page", content_type = "text/html"),
-        (status = 404, description = "Not a valid link", content_type = "text/html")))]
+        (status = 404, description = "Not a valid link", content_type = "text/html"),
+        (status = 429, description = "Too many requests from this client address (http.public_rate_per_minute); see Retry-After", body = ErrorBody)))]
 pub async fn page(
     State(state): State<ApiState>,
     axum::extract::Path(token): axum::extract::Path<String>,
@@ -129,6 +130,7 @@ pub async fn page(
         (status = 200, description = "Unsubscribed; a page saying so", content_type = "text/html"),
         (status = 400, description = "The body is not List-Unsubscribe=One-Click", content_type = "text/html"),
         (status = 404, description = "Not a valid link", content_type = "text/html"),
+        (status = 429, description = "Too many requests from this client address (http.public_rate_per_minute); see Retry-After", body = ErrorBody),
         (status = 413, description = "Body over 1 MiB", body = ErrorBody)))]
 pub async fn unsubscribe(
     State(state): State<ApiState>,

@@ -24,12 +24,13 @@ pub struct HeldEmail {
     pub template_description: Option<String>,
 }
 
-/// The user's held rows, oldest first, at most `limit`, locked until the transaction ends
+/// The user's held rows (those sent to their address: a row's `user_id` does not make it
+/// anyone else's), oldest first, at most `limit`, locked until the transaction ends
 /// so that a concurrent digest cannot take them too. The literal is [`super::HELD_UNTIL`]:
 /// it lets the scan use the `scheduled_for` index.
 pub async fn held_for_user<'e>(
     exec: impl PgExecutor<'e>,
-    user_id: Uuid,
+    _user_id: Uuid,
     email: &str,
     limit: i64,
 ) -> Result<Vec<HeldEmail>, sqlx::Error> {
@@ -40,12 +41,11 @@ pub async fn held_for_user<'e>(
          LEFT JOIN email_templates t ON t.template_id = q.template_id
          WHERE q.scheduled_for = '9999-12-31 00:00:00' AND q.status = 'queued'
            AND q.metadata ? 'digestHold'
-           AND (q.user_id = $1 OR (q.user_id IS NULL AND lower(q.to_email) = lower($2)))
+           AND lower(q.to_email) = lower($1)
          ORDER BY q.created_at, q.email_id
-         LIMIT $3
+         LIMIT $2
          FOR UPDATE OF q",
     )
-    .bind(user_id)
     .bind(email)
     .bind(limit)
     .fetch_all(exec)
@@ -94,8 +94,9 @@ pub async fn release_held_for_immediate<'e>(
          FROM email_preferences p
          WHERE q.scheduled_for = '9999-12-31 00:00:00' AND q.status = 'queued'
            AND q.metadata ? 'digestHold'
-           AND p.user_id = COALESCE(q.user_id, (SELECT u.user_id FROM users u
-                 WHERE lower(u.email) = lower(q.to_email) AND u.deleted_at IS NULL LIMIT 1))
+           AND p.user_id = (SELECT u.user_id FROM users u
+                 WHERE lower(u.email) = lower(q.to_email) AND u.deleted_at IS NULL
+                 ORDER BY u.user_id = q.user_id DESC LIMIT 1)
            AND p.digest_frequency = 'immediate'",
     )
     .bind(at)
@@ -117,8 +118,9 @@ pub async fn unsubscribe_held_for_never<'e>(
          FROM email_preferences p
          WHERE q.scheduled_for = '9999-12-31 00:00:00' AND q.status = 'queued'
            AND q.metadata ? 'digestHold'
-           AND p.user_id = COALESCE(q.user_id, (SELECT u.user_id FROM users u
-                 WHERE lower(u.email) = lower(q.to_email) AND u.deleted_at IS NULL LIMIT 1))
+           AND p.user_id = (SELECT u.user_id FROM users u
+                 WHERE lower(u.email) = lower(q.to_email) AND u.deleted_at IS NULL
+                 ORDER BY u.user_id = q.user_id DESC LIMIT 1)
            AND p.digest_frequency = 'never'",
     )
     .bind(at)
