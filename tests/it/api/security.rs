@@ -388,13 +388,17 @@ async fn slow_clients_neither_starve_the_server_nor_hold_up_sigterm() {
         started.elapsed()
     );
 
-    // Fresh slow clients, and requests whose body never comes, at SIGTERM.
-    let mut held = slow_clients(addr, 150, b"GET /healthz HTTP/1.1\r\nHost: a\r\n");
-    held.extend(slow_clients(
+    // At SIGTERM: requests whose body never comes (served, waiting; only the end of the grace
+    // period ends them) and fresh half-sent requests.
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let mut held = slow_clients(
         addr,
         20,
         b"POST /u/token HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\nList-",
-    ));
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    held.extend(slow_clients(addr, 150, b"GET /healthz HTTP/1.1\r\nHost: a\r\n"));
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let signalled = std::time::Instant::now();
     let kill = std::process::Command::new("kill")
