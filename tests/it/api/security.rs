@@ -398,7 +398,11 @@ async fn slow_clients_neither_starve_the_server_nor_hold_up_sigterm() {
         b"POST /u/token HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\nList-",
     );
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    held.extend(slow_clients(addr, 150, b"GET /healthz HTTP/1.1\r\nHost: a\r\n"));
+    held.extend(slow_clients(
+        addr,
+        150,
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\n",
+    ));
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let signalled = std::time::Instant::now();
     let kill = std::process::Command::new("kill")
