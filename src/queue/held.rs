@@ -10,12 +10,15 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-/// The recipient user of a held row `q`: its `user_id`, else the user whose email matches
-/// `to_email` (a live one first, else the most recently deleted one: a deleted user's
-/// address is still that user's, so their rows are treated alike).
-const RECIPIENT: &str = "COALESCE(q.user_id, (SELECT u.user_id FROM users u
-    WHERE lower(u.email) = lower(q.to_email)
-    ORDER BY u.deleted_at IS NOT NULL, u.deleted_at DESC LIMIT 1))";
+/// The recipient user of a held row `q`, as the gate decides it: its `user_id` when that
+/// user is current and owns `to_email`, else the user whose email matches `to_email` (a
+/// live one first, else the most recently deleted one: a deleted user's address is still
+/// that user's, so their rows are treated alike).
+const RECIPIENT: &str = "COALESCE(
+    (SELECT u.user_id FROM users u
+     WHERE u.user_id = q.user_id AND lower(u.email) = lower(q.to_email) AND u.deleted_at IS NULL),
+    (SELECT u.user_id FROM users u WHERE lower(u.email) = lower(q.to_email)
+     ORDER BY u.deleted_at IS NOT NULL, u.deleted_at DESC LIMIT 1))";
 
 /// A held notification, as the digest shows it.
 #[derive(Debug, Clone)]
@@ -91,7 +94,7 @@ impl HeldRow {
 /// [`super::HELD_UNTIL`]: it lets the scan use the `scheduled_for` index.
 pub async fn held_for_user<'e>(
     exec: impl PgExecutor<'e>,
-    user_id: Uuid,
+    _user_id: Uuid,
     email: &str,
     limit: i64,
 ) -> Result<(Vec<HeldEmail>, Vec<UnreadableHeld>), sqlx::Error> {
@@ -108,14 +111,13 @@ pub async fn held_for_user<'e>(
          LEFT JOIN email_templates t ON t.template_id = q.template_id
          WHERE q.scheduled_for = '9999-12-31 00:00:00' AND q.status = 'queued'
            AND q.metadata ? 'digestHold'
-           AND (q.user_id = $1 OR (q.user_id IS NULL AND lower(q.to_email) = lower($2)))
+           AND lower(q.to_email) = lower($1)
          ORDER BY q.created_at, q.email_id
-         LIMIT $3
+         LIMIT $2
          FOR UPDATE OF q"
         )
     });
     let rows: Vec<HeldRow> = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
-        .bind(user_id)
         .bind(email)
         .bind(limit)
         .fetch_all(exec)

@@ -11,7 +11,7 @@ use super::*;
 
 const TRACKING_SECRET: &str = "tracking-secret-0123456789";
 
-async fn start(extra: &[(&str, &str)]) -> Api {
+pub(super) async fn start(extra: &[(&str, &str)]) -> Api {
     let mut o = vec![
         ("ADOPT__TEMPLATES__LOOKUP_TTL_MS", "0"),
         ("ADOPT__TRACKING__SECRET", TRACKING_SECRET),
