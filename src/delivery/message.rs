@@ -368,11 +368,9 @@ mod tests {
             ContentTransferEncoding::QuotedPrintable,
             "a line over 998 bytes cannot be 8bit"
         );
-        assert_ne!(
-            encoded_body("a\rb é", true).encoding(),
-            ContentTransferEncoding::EightBit,
-            "nor a bare CR"
-        );
+        let lone_cr = encoded_body("a\rb é", true);
+        assert_eq!(lone_cr.encoding(), ContentTransferEncoding::EightBit);
+        assert_eq!(lone_cr.as_ref(), "a\r\nb é".as_bytes(), "a lone CR is a line break");
     }
 
     #[test]
