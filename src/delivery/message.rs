@@ -370,7 +370,11 @@ mod tests {
         );
         let lone_cr = encoded_body("a\rb é", true);
         assert_eq!(lone_cr.encoding(), ContentTransferEncoding::EightBit);
-        assert_eq!(lone_cr.as_ref(), "a\r\nb é".as_bytes(), "a lone CR is a line break");
+        assert_eq!(
+            lone_cr.as_ref(),
+            "a\r\nb é".as_bytes(),
+            "a lone CR is a line break"
+        );
     }
 
     #[test]
