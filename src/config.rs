@@ -160,12 +160,32 @@ impl HttpSettings {
     }
 }
 
+/// A list of names: a TOML array in a file, or `a,b,c` from the environment.
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(items) => items,
+        Either::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
 /// `[api]`: what the enqueue API accepts from service tokens.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSettings {
     /// Domains an enqueue's `from` may use (`*.domain` for subdomains). Empty in the file
     /// means the domain of `app.from_email`; filled in at load.
+    #[serde(deserialize_with = "list_or_commas")]
     pub allowed_sender_domains: Vec<String>,
 }
 
@@ -452,6 +472,7 @@ pub struct TrackingSettings {
     /// Hosts whose links are rewritten to click redirects (`*.domain` for subdomains).
     /// Empty in the file means the hosts of `app.base_url` and `http.public_url`; filled in
     /// at load.
+    #[serde(deserialize_with = "list_or_commas")]
     pub redirect_hosts: Vec<String>,
 }
 

@@ -902,6 +902,13 @@ async fn locale_comes_from_metadata_then_the_recipients_language() {
     )
     .await;
     let no_user = enqueue(pool, welcome, data, "transactional", json!({}), None).await;
+    // An address no user owns: the template's default locale (an address a user owns is
+    // that user's, with or without `user_id`).
+    sqlx::query("UPDATE email_queue SET to_email = 'guest@example.com' WHERE email_id = $1")
+        .bind(no_user)
+        .execute(pool)
+        .await
+        .unwrap();
     app(tsettings(&db, Some(&smtp), &dir, &[]))
         .drain()
         .await
