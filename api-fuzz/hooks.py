@@ -9,7 +9,8 @@ A request whose headers were generated as invalid on purpose, or whose signature
 or replaced (the ignored_auth check's probes), is sent as it is, so the server must refuse it.
 
 2. A request generated as valid stays valid for what no schema can say: an enqueue's
-`user_id` names the fuzzing admin (a user that exists), a template email names a template
+`user_id` names the fuzzing admin (a user that exists) and its `to` is then that user's
+address, its `from` is at the allowed sender domain, a template email names a template
 that exists and gives its example data, a test send's `data` is its template's examples, and
 a list's `cursor` is well-formed, as the server makes them. Requests generated as invalid are
 left alone.
@@ -29,6 +30,8 @@ from schemathesis.core.parameters import ParameterLocation
 PLACEHOLDER = "sign-me"
 SECRET = os.environ["ADOPT_FUZZ_WEBHOOK_SECRET"].encode()
 USER_ID = os.environ["ADOPT_FUZZ_USER_ID"]
+USER_EMAIL = os.environ["ADOPT_FUZZ_USER_EMAIL"]
+SENDER = "api-fuzz@adoptdontshop.com"
 with open(os.environ["ADOPT_FUZZ_EXAMPLES"]) as f:
     EXAMPLES = json.load(f)  # template name -> its example data
 NAMES = sorted(EXAMPLES)
@@ -62,11 +65,23 @@ def before_call(context, case, kwargs):
     kwargs["auth"] = _Sign()
 
 
+def _set_address(email, field, address):
+    if isinstance(email.get(field), dict):
+        email[field]["email"] = address
+    else:
+        email[field] = address
+
+
 def _valid_item(email):
     if not isinstance(email, dict):
         return
     if email.get("user_id") is not None:
+        # A user_id must be the recipient's own.
         email["user_id"] = USER_ID
+        _set_address(email, "to", USER_EMAIL)
+    if email.get("from") is not None:
+        # The sender's domain must be on api.allowed_sender_domains (app.from_email's).
+        _set_address(email, "from", SENDER)
     if isinstance(email.get("template"), str) and NAMES:
         # The same generated name always maps to the same template.
         name = NAMES[int(hashlib.sha256(email["template"].encode()).hexdigest(), 16) % len(NAMES)]

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Settings;
 use crate::startup::{App, Parts};
-use crate::templates::{self, SyncError, Templates};
+use crate::templates::{self, Force, SyncError, Templates};
 use crate::{db, telemetry};
 
 #[derive(Debug, Parser)]
@@ -79,9 +79,10 @@ pub enum JobsCommand {
 pub enum TemplatesCommand {
     /// Upsert every template of `templates/` into email_templates.
     Sync {
-        /// Overwrite templates edited in the database since the last sync.
-        #[arg(long)]
-        force: bool,
+        /// Overwrite templates edited in the database since the last sync: the named ones
+        /// (restoring any that was deleted), or every live one when no name is given.
+        #[arg(long, value_name = "NAME", num_args = 0..)]
+        force: Option<Vec<String>>,
     },
     /// Parse and render every template against its examples.
     Check,
@@ -248,7 +249,12 @@ async fn run_templates(command: TemplatesCommand, settings: &Settings) -> anyhow
             let pool = db::connect(&settings.database).await?;
             // Sync renders nothing that is sent, so no tracker (and no warning about one).
             let handle = Templates::with_tracker(pool, settings, None);
-            match handle.sync(dir, force).await {
+            let force = match force {
+                None => Force::None,
+                Some(names) if names.is_empty() => Force::All,
+                Some(names) => Force::Names(names),
+            };
+            match handle.sync(dir, &force).await {
                 Ok((report, check)) => {
                     print_check(&check);
                     for entry in &report.entries {

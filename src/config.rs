@@ -35,6 +35,7 @@ pub struct Settings {
     pub retry: RetryPolicy,
     pub bounce: BounceSettings,
     pub http: HttpSettings,
+    pub api: ApiSettings,
     pub log: LogSettings,
     pub auth: AuthSettings,
     pub jobs: crate::jobs::JobSettings,
@@ -139,6 +140,53 @@ pub struct BounceSettings {
 pub struct HttpSettings {
     pub addr: SocketAddr,
     pub public_url: String,
+    /// Connections served at once; further clients wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this, seconds.
+    pub header_read_timeout_secs: u64,
+    /// An idle connection (keep-alive, or a client that stopped reading or writing) is
+    /// closed after this, seconds.
+    pub idle_timeout_secs: u64,
+    /// Requests per minute to the public `/u/` and `/t/` routes per client address; 0: off.
+    pub public_rate_per_minute: u32,
+}
+
+impl HttpSettings {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+}
+
+/// A list of names: a TOML array in a file, or `a,b,c` from the environment.
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(items) => items,
+        Either::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
+/// `[api]`: what the enqueue API accepts from service tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Domains an enqueue's `from` may use (`*.domain` for subdomains). Empty in the file
+    /// means the domain of `app.from_email`; filled in at load.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub allowed_sender_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,8 +206,10 @@ pub struct AuthSettings {
     pub jwt_issuer: String,
     /// Required `aud` claim; empty means not checked.
     pub jwt_audience: String,
-    /// Clock skew allowed on `exp`, seconds.
+    /// Clock skew allowed on `exp` and `nbf`, seconds.
     pub jwt_leeway_secs: u64,
+    /// Longest accepted JWT lifetime (`exp - iat`, or `exp - now` without `iat`), seconds.
+    pub jwt_max_lifetime_secs: u64,
     /// HMAC-SHA256 secret shared with the mail relay; empty disables the webhook.
     pub webhook_secret: String,
     /// How far a webhook's timestamp may be from now, seconds.
@@ -176,6 +226,7 @@ impl std::fmt::Debug for AuthSettings {
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_leeway_secs", &self.jwt_leeway_secs)
+            .field("jwt_max_lifetime_secs", &self.jwt_max_lifetime_secs)
             .field("webhook_secret", &set(&self.webhook_secret))
             .field("webhook_tolerance_secs", &self.webhook_tolerance_secs)
             .field("test_sends_per_minute", &self.test_sends_per_minute)
@@ -249,11 +300,36 @@ impl Settings {
             };
             figment = figment.merge((path.as_str(), value));
         }
-        let settings: Settings = figment
+        let mut settings: Settings = figment
             .extract()
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
         settings.validate()?;
+        settings.fill_derived_defaults();
         Ok(settings)
+    }
+
+    /// Lists whose default depends on other keys: `tracking.redirect_hosts` (the hosts of
+    /// `app.base_url` and `http.public_url`) and `api.allowed_sender_domains` (the domain of
+    /// `app.from_email`).
+    fn fill_derived_defaults(&mut self) {
+        if self.tracking.redirect_hosts.is_empty() {
+            let host = |u: &str| {
+                url::Url::parse(u)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            };
+            let mut hosts: Vec<String> = [&self.app.base_url, &self.http.public_url]
+                .into_iter()
+                .filter_map(|u| host(u))
+                .collect();
+            hosts.dedup();
+            self.tracking.redirect_hosts = hosts;
+        }
+        if self.api.allowed_sender_domains.is_empty()
+            && let Some((_, domain)) = self.app.from_email.rsplit_once('@')
+        {
+            self.api.allowed_sender_domains = vec![domain.to_ascii_lowercase()];
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -297,6 +373,9 @@ impl Settings {
                     .into(),
             );
         }
+        if a.jwt_max_lifetime_secs == 0 {
+            return invalid("auth.jwt_max_lifetime_secs must be at least 1".into());
+        }
         if a.webhook_tolerance_secs == 0 || a.test_sends_per_minute == 0 {
             return invalid(
                 "auth.webhook_tolerance_secs and auth.test_sends_per_minute must be at least 1"
@@ -320,6 +399,28 @@ impl Settings {
         }
         self.templates.validate().map_err(ConfigError::Invalid)?;
         self.tracking.validate().map_err(ConfigError::Invalid)?;
+        self.validate_http()?;
+        for d in &self.api.allowed_sender_domains {
+            if !crate::tracking::valid_host_entry(d) {
+                return invalid(format!(
+                    "api.allowed_sender_domains: {d:?} is not a domain (or *.domain)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        let h = &self.http;
+        for (key, value) in [
+            ("http.max_connections", h.max_connections as u64),
+            ("http.header_read_timeout_secs", h.header_read_timeout_secs),
+            ("http.idle_timeout_secs", h.idle_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+            }
+        }
         Ok(())
     }
 }
@@ -368,6 +469,11 @@ pub struct TrackingSettings {
     pub enabled: bool,
     pub types: Vec<crate::queue::EmailType>,
     pub secret: String,
+    /// Hosts whose links are rewritten to click redirects (`*.domain` for subdomains).
+    /// Empty in the file means the hosts of `app.base_url` and `http.public_url`; filled in
+    /// at load.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub redirect_hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for TrackingSettings {
@@ -376,6 +482,7 @@ impl std::fmt::Debug for TrackingSettings {
             .field("enabled", &self.enabled)
             .field("types", &self.types)
             .field("secret", &if self.secret.is_empty() { "" } else { "***" })
+            .field("redirect_hosts", &self.redirect_hosts)
             .finish()
     }
 }
@@ -390,6 +497,13 @@ impl TrackingSettings {
                 "tracking.secret must be at least {} characters (or empty to turn tracking off)",
                 Self::MIN_SECRET_BYTES
             ));
+        }
+        for h in &self.redirect_hosts {
+            if !crate::tracking::valid_host_entry(h) {
+                return Err(format!(
+                    "tracking.redirect_hosts: {h:?} is not a host name (or *.domain)"
+                ));
+            }
         }
         Ok(())
     }
@@ -541,5 +655,39 @@ mod tests {
             Settings::load_from(None, env(&[("ADOPT__TRACKING__SECRET", "short")])).unwrap_err();
         assert!(err.to_string().contains("tracking.secret"), "{err}");
         assert!(!err.to_string().contains("short"), "{err}");
+    }
+
+    #[test]
+    fn redirect_hosts_and_sender_domains_default_from_other_keys() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("ADOPT__HTTP__PUBLIC_URL", "https://mail.adoptdontshop.com"),
+                ("ADOPT__APP__FROM_EMAIL", "noreply@News.AdoptDontShop.com"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.tracking.redirect_hosts,
+            ["adoptdontshop.com", "mail.adoptdontshop.com"]
+        );
+        assert_eq!(s.api.allowed_sender_domains, ["news.adoptdontshop.com"]);
+        assert_eq!(s.http.max_connections, 1024);
+        assert_eq!(s.http.public_rate_per_minute, 300);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[tracking]\nredirect_hosts = [\"https://x\"]\n").unwrap();
+        let err = Settings::load_from(Some(&path), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("tracking.redirect_hosts"), "{err}");
+        std::fs::write(&path, "[api]\nallowed_sender_domains = [\"a b\"]\n").unwrap();
+        let err = Settings::load_from(Some(&path), env(&[])).unwrap_err();
+        assert!(
+            err.to_string().contains("api.allowed_sender_domains"),
+            "{err}"
+        );
+        let err =
+            Settings::load_from(None, env(&[("ADOPT__HTTP__MAX_CONNECTIONS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("http.max_connections"), "{err}");
     }
 }

@@ -159,7 +159,8 @@ impl App {
                 Some(tokio::spawn(api::serve(
                     listener,
                     state,
-                    wait_for(http_stop),
+                    stop_rx.clone(),
+                    http_stop,
                 )))
             }
             _ => None,

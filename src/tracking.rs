@@ -21,7 +21,10 @@ use uuid::Uuid;
 use crate::config::TrackingSettings;
 use crate::queue::EmailType;
 
-pub use links::rewrite_links;
+pub use links::{
+    RedirectHosts, decode_attr, is_safe_href, neutralize_unsafe_hrefs, rewrite_links,
+    tracked_target, valid_host_entry,
+};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -147,6 +150,8 @@ pub struct Tracker {
     /// `{http.public_url}/t/`, without a doubled slash.
     prefix: String,
     types: Vec<EmailType>,
+    /// Hosts whose links are rewritten: a click URL is a 302 on our domain, so only to ours.
+    redirect_hosts: std::sync::Arc<RedirectHosts>,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -154,6 +159,7 @@ impl std::fmt::Debug for Tracker {
         f.debug_struct("Tracker")
             .field("prefix", &self.prefix)
             .field("types", &self.types)
+            .field("redirect_hosts", &self.redirect_hosts)
             .finish_non_exhaustive()
     }
 }
@@ -171,19 +177,34 @@ impl Tracker {
             );
             return None;
         }
-        Some(Tracker::new(
-            settings.secret.as_bytes(),
-            public_url,
-            settings.types.clone(),
-        ))
+        Some(
+            Tracker::new(
+                settings.secret.as_bytes(),
+                public_url,
+                settings.types.clone(),
+            )
+            .with_redirect_hosts(RedirectHosts::new(&settings.redirect_hosts)),
+        )
     }
 
+    /// A tracker that rewrites links to the host of `public_url` only; see
+    /// [`Tracker::with_redirect_hosts`].
     pub fn new(key: &[u8], public_url: &str, types: Vec<EmailType>) -> Tracker {
+        let own_host = url::Url::parse(public_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string));
         Tracker {
             key: key.into(),
             prefix: format!("{}/t/", public_url.trim_end_matches('/')),
             types,
+            redirect_hosts: std::sync::Arc::new(RedirectHosts::new(&Vec::from_iter(own_host))),
         }
+    }
+
+    /// Rewrites links to these hosts (and only these).
+    pub fn with_redirect_hosts(mut self, hosts: RedirectHosts) -> Tracker {
+        self.redirect_hosts = std::sync::Arc::new(hosts);
+        self
     }
 
     /// Whether emails of this type are tracked.
@@ -199,11 +220,14 @@ impl Tracker {
         format!("{}o/{}", self.prefix, sign_open(email_id, &self.key))
     }
 
-    /// The HTML with every `http(s)` link rewritten to a signed click URL and the open pixel
-    /// added before `</body>`. Left alone: `mailto:` and other schemes, the unsubscribe link
-    /// (`unsubscribe_url`, and any URL containing "unsubscribe" in pre-rendered mail),
-    /// links marked `data-notrack`, links already pointing at the tracking endpoints (so
-    /// tracking a second time, e.g. on a retry, changes nothing) and very long URLs.
+    /// The HTML with every `http(s)` link to a host on the redirect list rewritten to a
+    /// signed click URL (signed for the URL as the browser would follow it: character
+    /// references decoded, see [`tracked_target`]) and the open pixel added before
+    /// `</body>`. Left alone: links to other hosts (still counted by the pixel), `mailto:`
+    /// and other schemes, the unsubscribe link (`unsubscribe_url`, and any URL containing
+    /// "unsubscribe" in pre-rendered mail), links marked `data-notrack`, links already
+    /// pointing at the tracking endpoints (so tracking a second time, e.g. on a retry,
+    /// changes nothing) and very long URLs.
     pub fn inject(&self, email_id: Uuid, html: &str, unsubscribe_url: Option<&str>) -> String {
         let mut out = rewrite_links(html, |url| {
             let skip = !is_http_url(url)
@@ -211,7 +235,11 @@ impl Tracker {
                 || unsubscribe_url.is_some_and(|u| !u.is_empty() && u == url)
                 || url.to_ascii_lowercase().contains("unsubscribe")
                 || url.len() > MAX_TRACKED_URL_BYTES;
-            (!skip).then(|| self.click_url(email_id, url))
+            if skip {
+                return None;
+            }
+            let target = tracked_target(url, &self.redirect_hosts)?;
+            Some(self.click_url(email_id, &target))
         });
         let open_prefix = format!("{}o/", self.prefix);
         if !out.contains(&open_prefix) {
@@ -341,6 +369,7 @@ mod tests {
             enabled: true,
             types: vec![EmailType::Marketing],
             secret: String::new(),
+            redirect_hosts: vec!["adoptdontshop.com".into()],
         };
         assert!(Tracker::from_settings(&settings, "https://api.example").is_none());
         settings.secret = "0123456789abcdef".into();
@@ -353,7 +382,8 @@ mod tests {
 
     #[test]
     fn inject_rewrites_links_and_adds_one_pixel() {
-        let tr = Tracker::new(KEY, "https://api.example/", vec![EmailType::Marketing]);
+        let tr = Tracker::new(KEY, "https://api.example/", vec![EmailType::Marketing])
+            .with_redirect_hosts(RedirectHosts::new(&["adoptdontshop.com"]));
         let html = r#"<html><body><a href="https://adoptdontshop.com/pets?a=1&amp;b=2">Pets</a>
 <a href="mailto:help@adoptdontshop.com">Mail</a>
 <a href="https://adoptdontshop.com/u/123">Unsubscribe</a>
@@ -377,5 +407,36 @@ mod tests {
             tr.inject(id(), &out, Some("https://adoptdontshop.com/u/123")),
             out
         );
+    }
+
+    #[test]
+    fn inject_rewrites_only_links_to_allowed_hosts() {
+        let tr = Tracker::new(KEY, "https://api.example/", vec![EmailType::Marketing])
+            .with_redirect_hosts(RedirectHosts::new(&[
+                "adoptdontshop.com",
+                "*.adoptdontshop.com",
+            ]));
+        let html = r#"<a href="https://evil.example/phish">a</a><a href="https://www.adoptdontshop.com/caf&eacute;">b</a><a href="https://adoptdontshop.com.evil.example/">c</a>"#;
+        let out = tr.inject(id(), html, None);
+        assert!(
+            out.contains(r#"href="https://evil.example/phish""#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"href="https://adoptdontshop.com.evil.example/""#),
+            "{out}"
+        );
+        assert_eq!(out.matches("/t/c/").count(), 1, "{out}");
+        let start = out.find("/t/c/").unwrap() + 5;
+        let end = start + out[start..].find('"').unwrap();
+        assert_eq!(
+            verify_click(&out[start..end], KEY).unwrap().1,
+            "https://www.adoptdontshop.com/caf%C3%A9",
+            "signed for where the browser goes"
+        );
+        // Without a list, only the API's own host.
+        let own = Tracker::new(KEY, "https://api.example/", vec![]);
+        let out = own.inject(id(), r#"<a href="https://adoptdontshop.com/">x</a>"#, None);
+        assert!(!out.contains("/t/c/"), "{out}");
     }
 }

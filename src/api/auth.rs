@@ -170,6 +170,7 @@ async fn service_token(state: &ApiState, credential: &str) -> Result<Principal, 
 pub struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
+    max_lifetime_secs: i64,
 }
 
 impl JwtVerifier {
@@ -182,7 +183,17 @@ impl JwtVerifier {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = auth.jwt_leeway_secs;
         validation.validate_exp = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        // jsonwebtoken checks `iss`/`aud` only when present: a configured claim must also be
+        // required, or a token that simply leaves it out passes.
+        let mut required = vec!["exp", "sub"];
+        if !auth.jwt_issuer.is_empty() {
+            required.push("iss");
+        }
+        if !auth.jwt_audience.is_empty() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         if auth.jwt_issuer.is_empty() {
             validation.iss = None;
         } else {
@@ -196,13 +207,30 @@ impl JwtVerifier {
         Some(JwtVerifier {
             key: DecodingKey::from_secret(auth.jwt_secret.as_bytes()),
             validation,
+            max_lifetime_secs: i64::try_from(auth.jwt_max_lifetime_secs).unwrap_or(i64::MAX),
         })
+    }
+
+    /// A stolen long-lived token is a long-lived admin: refuse lifetimes past the limit,
+    /// counted from `iat` when the token has one, else from now.
+    fn check_lifetime(&self, claims: &Claims, now: i64) -> Result<(), String> {
+        let from = claims.iat.unwrap_or(now);
+        let lifetime = claims.exp.saturating_sub(from);
+        if lifetime > self.max_lifetime_secs {
+            return Err(format!(
+                "the JWT lives {lifetime} s, more than the {} s allowed (auth.jwt_max_lifetime_secs)",
+                self.max_lifetime_secs
+            ));
+        }
+        Ok(())
     }
 }
 
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    exp: i64,
+    iat: Option<i64>,
 }
 
 async fn admin_jwt(state: &ApiState, credential: &str) -> Result<Principal, ApiError> {
@@ -217,9 +245,18 @@ async fn admin_jwt(state: &ApiState, credential: &str) -> Result<Principal, ApiE
             jsonwebtoken::errors::ErrorKind::InvalidSignature => {
                 invalid("the JWT signature is not valid")
             }
+            jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                invalid("the JWT is not valid yet (nbf)")
+            }
+            jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(claim) => {
+                invalid(&format!("the JWT lacks the required {claim:?} claim"))
+            }
             _ => invalid(&format!("the JWT is not valid: {e}")),
         })?
         .claims;
+    verifier
+        .check_lifetime(&claims, chrono::Utc::now().timestamp())
+        .map_err(|m| invalid(&m))?;
     let user_id =
         Uuid::parse_str(&claims.sub).map_err(|_| invalid("the JWT subject is not a user id"))?;
     let user: Option<(String, String, bool)> = sqlx::query_as(

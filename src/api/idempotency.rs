@@ -175,5 +175,8 @@ pub fn sweep_expired(state: &ApiState) {
         if let Err(e) = super::webhooks::sweep_seen(&pool, tolerance).await {
             tracing::warn!(error = %e, "could not delete old webhook signatures");
         }
+        if let Err(e) = super::ratelimit::sweep(&pool).await {
+            tracing::warn!(error = %e, "could not delete past rate-limit windows");
+        }
     });
 }

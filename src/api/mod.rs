@@ -11,14 +11,15 @@ pub mod emails;
 pub mod error;
 pub mod health;
 pub mod idempotency;
+pub mod ratelimit;
+pub mod security;
+pub mod server;
 pub mod templates;
 pub mod tokens;
 pub mod tracking;
 pub mod unsubscribe;
 pub mod webhooks;
 
-use std::future::Future;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -34,7 +35,7 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use tracing::{error, info_span};
+use tracing::info_span;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
@@ -52,8 +53,6 @@ pub const BATCH_BODY_LIMIT: usize = 5 * 1024 * 1024;
 /// A request still running after this is abandoned with 503 `timeout`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-type KeyedLimiter = governor::DefaultKeyedRateLimiter<String>;
-
 /// What handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct ApiState(Arc<Inner>);
@@ -65,7 +64,7 @@ struct Inner {
     settings: Settings,
     stopping: watch::Receiver<bool>,
     jwt: Option<JwtVerifier>,
-    test_sends: KeyedLimiter,
+    public_limiter: Option<ratelimit::PublicLimiter>,
     /// Unix seconds of the last sweep of expired idempotency keys and webhook signatures.
     last_sweep: AtomicI64,
 }
@@ -79,8 +78,6 @@ impl ApiState {
         stopping: watch::Receiver<bool>,
         prometheus: PrometheusHandle,
     ) -> ApiState {
-        let per_minute =
-            NonZeroU32::new(settings.auth.test_sends_per_minute).unwrap_or(NonZeroU32::MIN);
         ApiState(Arc::new(Inner {
             // A handle of its own: renders that only validate must not count as template
             // usage (the worker's handle counts what is sent), and never track (no tracker,
@@ -91,7 +88,7 @@ impl ApiState {
             jwt: JwtVerifier::from_settings(&settings.auth),
             settings: settings.clone(),
             stopping,
-            test_sends: KeyedLimiter::keyed(governor::Quota::per_minute(per_minute)),
+            public_limiter: ratelimit::PublicLimiter::new(settings.http.public_rate_per_minute),
             last_sweep: AtomicI64::new(0),
         }))
     }
@@ -120,16 +117,8 @@ impl ApiState {
         *self.0.stopping.borrow()
     }
 
-    /// Per-admin limit on template test sends; `Err(seconds)` says when to come back.
-    pub(crate) fn check_test_send(&self, key: &str) -> Result<(), u64> {
-        use governor::clock::{Clock, DefaultClock};
-        self.0
-            .test_sends
-            .check_key(&key.to_string())
-            .map_err(|not_until| {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                wait.as_secs() + 1
-            })
+    pub(crate) fn public_limiter(&self) -> Option<&ratelimit::PublicLimiter> {
+        self.0.public_limiter.as_ref()
     }
 
     /// True at most once per `every` across this process: gates opportunistic cleanups.
@@ -219,6 +208,10 @@ pub fn router(state: ApiState) -> Router {
     router
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::limit_public,
+        ))
         .with_state(state)
         .layer(
             ServiceBuilder::new()
@@ -227,6 +220,7 @@ pub fn router(state: ApiState) -> Router {
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(axum::middleware::from_fn(crate::metrics::track_http))
                 .layer(axum::middleware::map_response(error::json_errors))
+                .layer(axum::middleware::map_response(security::security_headers))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
                     REQUEST_TIMEOUT,
@@ -249,16 +243,15 @@ async fn fallback() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` (bounded as [`server`] describes) until `stop` turns true;
+/// `stopping` turning true starts the shutdown grace period.
 pub async fn serve(
     listener: TcpListener,
     state: ApiState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    stopping: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    if let Err(e) = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        error!(error = %e, "HTTP server failed");
-    }
+    let settings = state.settings();
+    let limits = server::Limits::new(&settings.http, settings.worker.shutdown_grace());
+    server::serve(listener, router(state), limits, stopping, stop).await;
 }

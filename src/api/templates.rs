@@ -100,6 +100,7 @@ pub async fn resolve_for_enqueue(
         RenderRequest {
             template: templates::TemplateRef::Name(&t.name),
             locale: t.locale.as_deref(),
+            locale_is_guess: false,
             version: None,
             data: Some(&t.data),
             recipient_email: &email.to_email,
@@ -354,6 +355,7 @@ pub async fn preview(
         .render(RenderRequest {
             template: templates::TemplateRef::Name(&name),
             locale: Some(locale),
+            locale_is_guess: false,
             version: q.version,
             data: Some(&data),
             recipient_email: "preview@example.com",
@@ -380,11 +382,13 @@ pub async fn preview(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
-    // The template's own HTML, shown as is: no scripts, no outside loads but images.
+    // The template's own HTML, shown as is: no scripts, no outside loads but images, and a
+    // sandbox (a unique origin: no cookies, no forms, no framing, no <base> redirection).
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         header::HeaderValue::from_static(
-            "default-src 'none'; img-src * data:; style-src 'unsafe-inline'",
+            "default-src 'none'; img-src * data:; style-src 'unsafe-inline'; sandbox; \
+             form-action 'none'; base-uri 'none'; frame-ancestors 'none'",
         ),
     );
     Ok((headers, Html(r.html)).into_response())
@@ -423,16 +427,14 @@ pub async fn test_send(
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<TestRequest>,
 ) -> Result<(StatusCode, Json<Enqueued>), ApiError> {
-    if let Err(wait) = state.check_test_send(&principal.key()) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!(
-                "at most {} test sends a minute; try again in {wait} s",
-                state.settings().auth.test_sends_per_minute
-            ),
-        )
-        .with_header(header::RETRY_AFTER, &wait.to_string()));
+    // Counted in the database: the limit holds per admin across every API process.
+    let per_minute = state.settings().auth.test_sends_per_minute;
+    let key = format!("test_send:{}", principal.key());
+    if let Err(wait) = super::ratelimit::hit(state.pool(), &key, per_minute).await? {
+        return Err(super::ratelimit::too_many(
+            format!("at most {per_minute} test sends a minute; try again in {wait} s"),
+            wait,
+        ));
     }
     let locale = req
         .locale

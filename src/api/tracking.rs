@@ -11,6 +11,7 @@ use chrono::{SecondsFormat, Utc};
 use tracing::warn;
 
 use super::ApiState;
+use super::error::ErrorBody;
 use crate::metrics::{self, TrackingEvent};
 use crate::queue::tracking as track;
 use crate::tracking::{verify_click, verify_open};
@@ -31,7 +32,8 @@ fn now() -> String {
 /// Open pixel: counts an open of the email in a valid token; always the GIF, never cached.
 #[utoipa::path(get, path = "/t/o/{token}", tag = "tracking",
     params(("token" = String, Path, description = "Signed open token")),
-    responses((status = 200, description = "A 1x1 transparent GIF, whatever the token", content_type = "image/gif")))]
+    responses((status = 200, description = "A 1x1 transparent GIF, whatever the token", content_type = "image/gif"),
+        (status = 429, description = "Too many requests from this client address (http.public_rate_per_minute); see Retry-After", body = ErrorBody)))]
 pub async fn open_pixel(State(state): State<ApiState>, Path(token): Path<String>) -> Response {
     let key = state.settings().tracking.secret.as_bytes();
     // Tokens are looked at only when a key is configured: an empty key signs nothing.
@@ -62,7 +64,8 @@ pub async fn open_pixel(State(state): State<ApiState>, Path(token): Path<String>
     params(("token" = String, Path, description = "Signed click token")),
     responses(
         (status = 302, description = "Redirect to the link's original URL"),
-        (status = 400, description = "Not a valid tracking link (never redirected)", content_type = "text/html")))]
+        (status = 400, description = "Not a valid tracking link (never redirected)", content_type = "text/html"),
+        (status = 429, description = "Too many requests from this client address (http.public_rate_per_minute); see Retry-After", body = ErrorBody)))]
 pub async fn click(State(state): State<ApiState>, Path(token): Path<String>) -> Response {
     let key = state.settings().tracking.secret.as_bytes();
     let verified = if key.is_empty() {

@@ -81,7 +81,8 @@ impl ToSchema for OneClickForm {}
         ("category" = Option<String>, Query, description = "Only this preference category")),
     responses(
         (status = 200, description = "Confirmation page", content_type = "text/html"),
-        (status = 404, description = "Not a valid link", content_type = "text/html")))]
+        (status = 404, description = "Not a valid link", content_type = "text/html"),
+        (status = 429, description = "Too many requests from this client address (http.public_rate_per_minute); see Retry-After", body = ErrorBody)))]
 pub async fn page(
     State(state): State<ApiState>,
     axum::extract::Path(token): axum::extract::Path<String>,
@@ -129,6 +130,7 @@ pub async fn page(
         (status = 200, description = "Unsubscribed; a page saying so", content_type = "text/html"),
         (status = 400, description = "The body is not List-Unsubscribe=One-Click", content_type = "text/html"),
         (status = 404, description = "Not a valid link", content_type = "text/html"),
+        (status = 429, description = "Too many requests from this client address (http.public_rate_per_minute); see Retry-After", body = ErrorBody),
         (status = 413, description = "Body over 1 MiB", body = ErrorBody)))]
 pub async fn unsubscribe(
     State(state): State<ApiState>,
@@ -144,11 +146,14 @@ pub async fn unsubscribe(
                     request. Open the link from your email and use the button.</p>";
         return Ok(page_response(StatusCode::BAD_REQUEST, app, body));
     }
-    let category = link.category.as_deref().filter(|_| link.valid);
-    // Run even for a malformed link (with a token that matches nothing), for equal timing.
-    let token = if link.valid { link.token.as_str() } else { "" };
-    let done = preferences::unsubscribe(state.pool(), token, category).await?;
-    if !done || !link.valid {
+    if !link.valid {
+        // Validated before any write: a malformed link never reaches the UPDATE (a stored
+        // empty token would match it). The read keeps the failure's cost near a real one's.
+        preferences::find_by_token(state.pool(), "", None).await?;
+        return Ok(not_found(app));
+    }
+    let category = link.category.as_deref();
+    if !preferences::unsubscribe(state.pool(), &link.token, category).await? {
         return Ok(not_found(app));
     }
     let via = if url::form_urlencoded::parse(&body).any(|(k, v)| k == "via" && v == "page") {
@@ -219,7 +224,8 @@ fn page_response(status: StatusCode, app: &str, body: &str) -> Response {
             (header::REFERRER_POLICY, "no-referrer"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+                 base-uri 'none'; frame-ancestors 'none'",
             ),
         ],
         Html(html),

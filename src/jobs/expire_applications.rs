@@ -102,7 +102,7 @@ async fn expire_batch(
     sqlx::query_as(
         "WITH batch AS (
              SELECT application_id, status AS previous_status FROM applications
-             WHERE deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at < $1
+             WHERE deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at <= $1
                AND status NOT IN ('approved', 'rejected', 'withdrawn', 'expired')
              ORDER BY expires_at, application_id
              LIMIT $2
@@ -112,7 +112,7 @@ async fn expire_batch(
              UPDATE applications a SET status = 'expired', updated_at = $1
              FROM batch
              WHERE a.application_id = batch.application_id
-               AND a.deleted_at IS NULL AND a.expires_at < $1
+               AND a.deleted_at IS NULL AND a.expires_at <= $1
                AND a.status NOT IN ('approved', 'rejected', 'withdrawn', 'expired')
              RETURNING a.application_id, a.user_id, a.pet_id, a.rescue_id, a.expires_at,
                        a.submitted_at, batch.previous_status

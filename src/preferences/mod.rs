@@ -22,7 +22,8 @@ use crate::queue::{ClaimedEmail, EmailType};
 /// not be a user, or a user without a preferences row yet.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub struct RecipientPrefs {
-    /// `user_id` of the row, else the user whose email matches `to_email`.
+    /// `user_id` of the row when it is the recipient (their email is `to_email`), else the
+    /// user whose email matches `to_email`.
     pub recipient_user_id: Option<Uuid>,
     pub has_preferences: bool,
     pub is_email_enabled: Option<bool>,
@@ -51,12 +52,21 @@ impl RecipientPrefs {
     }
 }
 
-/// SQL fragment joined onto the claimed rows (alias `c`) by the claim statement.
+/// SQL fragment joined onto the claimed rows (alias `c`) by the claim statement. The
+/// recipient is the row's `user_id` only when that user is current and their address is the
+/// row's `to_email`; otherwise the user whose address it is: the live one, else the most
+/// recently deleted one (a deleted user's address is still theirs, so it is gated as theirs).
+/// A row naming another user's id never borrows that user's preferences or unsubscribe
+/// token.
 pub(crate) const RECIPIENT_JOIN: &str = "
     LEFT JOIN LATERAL (
-        SELECT COALESCE(c.user_id,
+        SELECT COALESCE(
             (SELECT u.user_id FROM users u
-             WHERE lower(u.email) = lower(c.to_email) AND u.deleted_at IS NULL LIMIT 1)) AS uid
+             WHERE u.user_id = c.user_id AND lower(u.email) = lower(c.to_email)
+               AND u.deleted_at IS NULL),
+            (SELECT u.user_id FROM users u
+             WHERE lower(u.email) = lower(c.to_email)
+             ORDER BY u.deleted_at IS NOT NULL, u.deleted_at DESC LIMIT 1)) AS uid
     ) r ON true
     LEFT JOIN email_preferences p ON p.user_id = r.uid
     LEFT JOIN email_suppressions s ON s.email = lower(c.to_email) AND s.is_blacklisted";
@@ -235,6 +245,24 @@ fn category_disabled(prefs: Option<&Value>, category: &str) -> bool {
             e.get("type").and_then(Value::as_str) == Some(category)
                 && e.get("enabled") == Some(&Value::Bool(false))
         })
+}
+
+/// A user as the enqueue API checks a `user_id` against the recipient.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserAddress {
+    pub user_id: Uuid,
+    pub email: String,
+    pub deleted: bool,
+}
+
+/// The address and deletion state of each of `ids` that exists.
+pub async fn user_addresses(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<UserAddress>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT user_id, email, deleted_at IS NOT NULL AS deleted FROM users WHERE user_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
 }
 
 /// A fresh unsubscribe token: 32 random bytes, URL-safe base64 (unguessable, 43 chars).

@@ -20,8 +20,8 @@ use uuid::Uuid;
 pub use batch::SentBatcher;
 pub use enqueue::{NewEmail, enqueue};
 pub use held::{
-    HeldEmail, held_for_user, mark_sent_via_digest, release_held_for_immediate,
-    unsubscribe_held_for_never,
+    EndedHeld, HeldEmail, UnreadableHeld, end_held_for_ineligible, fail_unreadable_held,
+    held_for_user, mark_sent_via_digest, release_held_for_immediate, unsubscribe_held_for_never,
 };
 pub use model::{ClaimedEmail, EmailPriority, EmailStatus, EmailType, MAX_JSON_DEPTH};
 pub use read::{
@@ -313,7 +313,8 @@ pub async fn hold_for_digest(pool: &PgPool, email: &ClaimedEmail) -> Result<Reco
         "UPDATE email_queue SET
             status = 'queued',
             scheduled_for = '9999-12-31 00:00:00',
-            metadata = COALESCE(metadata, '{}') || jsonb_build_object('digestHold',
+            metadata = CASE WHEN jsonb_typeof(metadata) = 'object' THEN metadata ELSE '{}' END
+                || jsonb_build_object('digestHold',
                 jsonb_build_object('heldAt', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))),
             updated_at = now() AT TIME ZONE 'UTC'
          WHERE email_id = $1 AND last_attempt_at = $2 AND status = 'sending'

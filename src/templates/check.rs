@@ -100,6 +100,12 @@ fn check_template(
         html: &t.html,
         text: t.text.as_deref(),
     };
+    if t.layout && !extends_layout(&t.html) {
+        return vec![Problem::new(
+            t.path(files::HTML),
+            "does not start with {% extends \"layout.html\" %}: the email would go out without the footer and unsubscribe link (set layout = false in template.toml if that is meant)",
+        )];
+    }
     let compiled = match Compiled::new(sources, layout, t.variables.clone()) {
         Ok(c) => c,
         Err(issues) => return issues.iter().map(|i| locate(i, "")).collect(),
@@ -145,6 +151,15 @@ fn check_template(
                         ));
                     }
                 }
+                if !unsubscribe.is_empty() && !parts.html.contains(unsubscribe.as_str()) {
+                    problems.push(Problem::new(
+                        t.path(files::HTML),
+                        format!(
+                            "{what}a {} email must link to unsubscribe_url; the HTML has no such link",
+                            t.template_type
+                        ),
+                    ));
+                }
                 if parts.subject.is_empty() {
                     problems.push(Problem::new(
                         t.path(files::SUBJECT),
@@ -158,6 +173,16 @@ fn check_template(
     }
     problems.dedup_by(|a, b| a.path == b.path && a.line == b.line && a.col == b.col);
     problems
+}
+
+/// `{% extends "layout.html" %}` (or `{%- extends 'layout.html' -%}`) anywhere in `html`.
+fn extends_layout(html: &str) -> bool {
+    html.match_indices("extends").any(|(at, word)| {
+        let before = html[..at].trim_end();
+        let after = html[at + word.len()..].trim_start();
+        (before.ends_with("{%") || before.ends_with("{%-"))
+            && (after.starts_with("\"layout.html\"") || after.starts_with("'layout.html'"))
+    })
 }
 
 /// The examples of a template as one data object (used by tests and previews).
@@ -257,6 +282,44 @@ mod tests {
         let line = report.problems[0].to_string();
         assert!(line.contains("only the required examples"), "{line}");
         assert!(line.contains("\"invitee\""), "{line}");
+    }
+
+    #[test]
+    fn a_body_without_the_layout_is_refused_unless_declared() {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_shipped(tmp.path());
+        let html = tmp.path().join("newsletter/body.html");
+        std::fs::write(&html, "<p>Hello {{ recipient.name }}</p>").unwrap();
+        let (_, report) = check_dir(tmp.path(), "en-US", &app());
+        let lines: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with(&format!("{}:", html.display()))
+                && lines[0].contains("extends \"layout.html\""),
+            "{lines:?}"
+        );
+        // Declared: the layout is not required, but a newsletter must still unsubscribe.
+        let manifest = tmp.path().join("newsletter/template.toml");
+        let m = std::fs::read_to_string(&manifest).unwrap();
+        std::fs::write(&manifest, format!("layout = false\n{m}")).unwrap();
+        let (_, report) = check_dir(tmp.path(), "en-US", &app());
+        let lines: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert!(
+            !lines.is_empty()
+                && lines
+                    .iter()
+                    .all(|l| l.contains("must link to unsubscribe_url")),
+            "{lines:?}"
+        );
+        std::fs::write(
+            &html,
+            "<p>Hello</p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
+        )
+        .unwrap();
+        let (_, report) = check_dir(tmp.path(), "en-US", &app());
+        assert!(report.is_ok(), "{:?}", report.problems);
+        assert!(extends_layout("{%- extends 'layout.html' -%}"));
+        assert!(!extends_layout("<p>extends \"layout.html\"</p>"));
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub struct TemplateFile {
     pub status: String,
     /// Name of the template this one is a variant of (sets `parent_template_id`).
     pub parent: Option<String>,
+    /// `body.html` must extend `layout.html` (footer, unsubscribe link) unless the manifest
+    /// says `layout = false`.
+    pub layout: bool,
     pub variables: Vec<VariableDecl>,
     pub subject: String,
     pub html: String,
@@ -146,8 +149,14 @@ struct Manifest {
     tags: Vec<String>,
     status: Option<String>,
     parent: Option<String>,
+    #[serde(default = "uses_layout")]
+    layout: bool,
     #[serde(default)]
     variables: Vec<ManifestVar>,
+}
+
+fn uses_layout() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -370,6 +379,7 @@ fn load_one(dir: &Path, default_locale: &str, problems: &mut Vec<Problem>) -> Op
         tags: manifest.tags,
         status,
         parent: manifest.parent,
+        layout: manifest.layout,
         variables,
         subject: subject?,
         html: html?,

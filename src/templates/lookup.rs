@@ -8,11 +8,15 @@
 //! 3. R's parent (nearest first): its family by exact locale, then by language, then the
 //!    parent itself;
 //! 4. R's family (and its parents') in the default locale;
-//! 5. R itself;
-//! 6. any default template (`is_default`) of R's category, best locale first.
+//! 5. R itself.
 //!
 //! Only rows with `status = 'active'` and `deleted_at IS NULL` are chosen. Ties go to the
-//! requested row itself, then `is_default`, then higher `priority`.
+//! requested row itself, then `is_default`, then higher `priority`. Nothing outside R's
+//! family is ever chosen: when nothing in it is usable the lookup fails, naming R's state,
+//! rather than another template of the category rendering a different email. Two
+//! [`Mode`]s bypass the order: a pinned version renders R itself (whatever its state: the
+//! version is the content that was enqueued), and a locale variant named by id keeps its
+//! own locale unless the locale was named too.
 
 use chrono::NaiveDateTime;
 use uuid::Uuid;
@@ -29,6 +33,8 @@ pub struct Candidate {
     pub priority: i32,
     /// `status = 'active' AND deleted_at IS NULL`.
     pub usable: bool,
+    /// `deleted`, else the status (`active`, `inactive`, `draft`, `archived`).
+    pub state: String,
     pub current_version: i32,
     pub updated_at: Option<NaiveDateTime>,
     /// Distance from the requested row up its parent chain (0 = the requested row), or
@@ -44,7 +50,18 @@ pub enum Step {
     Parent,
     DefaultLocale,
     Requested,
-    CategoryDefault,
+}
+
+/// How the locale of a lookup was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Named by the caller (`metadata.locale`, the API's `locale`).
+    Named,
+    /// A guess (the recipient's language, the default locale): a locale variant named by
+    /// id renders in its own locale.
+    Guessed,
+    /// A version is pinned: R itself renders, at that version.
+    Pinned,
 }
 
 /// `en_gb` → `en-GB`; used for comparisons and in reasons.
@@ -75,7 +92,21 @@ fn same_language(a: Option<&str>, b: &str) -> bool {
 }
 
 /// Picks the row to render; `None` when no usable row fits (or R is not among `cands`).
-pub fn choose(cands: &[Candidate], locale: &str, default_locale: &str) -> Option<(usize, Step)> {
+pub fn choose(
+    cands: &[Candidate],
+    locale: &str,
+    default_locale: &str,
+    mode: Mode,
+) -> Option<(usize, Step)> {
+    let requested = requested(cands)?;
+    let r = &cands[requested];
+    match mode {
+        Mode::Pinned => return Some((requested, Step::Requested)),
+        Mode::Guessed if r.usable && r.parent_template_id.is_some() && r.locale.is_some() => {
+            return Some((requested, Step::ExactLocale));
+        }
+        _ => {}
+    }
     let locale = normalize_locale(locale);
     let default_locale = normalize_locale(default_locale);
     let mut chain: Vec<(i32, usize)> = cands
@@ -129,27 +160,14 @@ pub fn choose(cands: &[Candidate], locale: &str, default_locale: &str) -> Option
             return Some((i, Step::DefaultLocale));
         }
     }
-    if cands[requested].usable {
-        return Some((requested, Step::Requested));
-    }
-    let category = &cands[requested].category;
-    let mut defaults: Vec<usize> = (0..cands.len())
-        .filter(|&i| cands[i].usable && cands[i].is_default && &cands[i].category == category)
-        .collect();
-    defaults.sort_by_key(|&i| {
-        let c = &cands[i];
-        let fit = if exact(c) {
-            0
-        } else if lang(c) {
-            1
-        } else if is_default_locale(c) {
-            2
-        } else {
-            3
-        };
-        (fit, rank(c, false))
-    });
-    defaults.first().map(|&i| (i, Step::CategoryDefault))
+    cands[requested]
+        .usable
+        .then_some((requested, Step::Requested))
+}
+
+/// The index of R (depth 0) in `cands`.
+pub fn requested(cands: &[Candidate]) -> Option<usize> {
+    cands.iter().position(|c| c.depth == Some(0))
 }
 
 /// Sort key among equally fitting rows: the level row itself, defaults, higher priority,
@@ -176,6 +194,7 @@ mod tests {
             is_default: false,
             priority: 0,
             usable: true,
+            state: "active".into(),
             current_version: 1,
             updated_at: None,
             depth,
@@ -183,7 +202,7 @@ mod tests {
     }
 
     fn chosen(c: &[Candidate], locale: &str) -> Option<(Uuid, Step)> {
-        choose(c, locale, "en-US").map(|(i, s)| (c[i].template_id, s))
+        choose(c, locale, "en-US", Mode::Named).map(|(i, s)| (c[i].template_id, s))
     }
 
     /// R (1, en-US) with variants fr-FR (2), en-GB (3), en (4) and a category default (9).
@@ -241,21 +260,30 @@ mod tests {
     }
 
     #[test]
-    fn category_default_when_nothing_in_the_family_is_usable() {
+    fn never_another_template_when_nothing_in_the_family_is_usable() {
         let mut f = family();
         for c in &mut f[..4] {
             c.usable = false;
         }
-        let mut fr_default = cand(8, "fr-FR", None, None);
-        fr_default.is_default = true;
-        f.push(fr_default);
-        assert_eq!(chosen(&f, "en-GB"), Some((id(9), Step::CategoryDefault)));
-        assert_eq!(chosen(&f, "fr-BE"), Some((id(8), Step::CategoryDefault)));
-        // Another category's default is never used.
-        for c in &mut f[4..] {
-            c.category = "newsletter".into();
-        }
+        // The category's default (9) is another email: never chosen.
         assert_eq!(chosen(&f, "en-GB"), None);
+        // A pinned version still renders R.
+        assert_eq!(
+            choose(&f, "en-GB", "en-US", Mode::Pinned),
+            Some((0, Step::Requested))
+        );
+    }
+
+    #[test]
+    fn a_variant_named_by_id_keeps_its_locale_unless_one_is_named() {
+        let mut f = family();
+        f[0].depth = Some(1);
+        f[1].depth = Some(0);
+        assert_eq!(
+            choose(&f, "en-US", "en-US", Mode::Guessed),
+            Some((1, Step::ExactLocale))
+        );
+        assert_eq!(chosen(&f, "en-US"), Some((id(1), Step::Parent)));
     }
 
     #[test]

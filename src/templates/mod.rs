@@ -28,7 +28,7 @@ use std::sync::Arc;
 use chrono::{Datelike, NaiveDateTime};
 use serde_json::{Map, Value};
 use sqlx::PgPool;
-use tracing::warn;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::config::{Settings, TemplateSettings};
@@ -39,10 +39,10 @@ use cache::{Caches, CompileResult, CompiledTemplate, LookupKey};
 pub use admin::{TemplateSummary, count_test_send, list_templates, type_and_examples};
 pub use check::{CheckReport, SampleApp, example_data};
 pub use files::Problem;
-pub use lookup::{Candidate, Step, normalize_locale};
+pub use lookup::{Candidate, Mode, Step, normalize_locale};
 pub use render::{EMBEDDED_LAYOUT, Parts};
 pub use store::{SYSTEM_USER_EMAIL, SYSTEM_USER_ID};
-pub use sync::{SyncEntry, SyncOutcome, SyncReport};
+pub use sync::{Force, SyncEntry, SyncOutcome, SyncReport};
 
 /// A template as a caller names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,9 +77,13 @@ pub enum LookupError {
     #[error("template {0}: not found")]
     NotFound(String),
     #[error(
-        "template {template}: nothing active to render for locale {locale} (the template, its locale variants, its parents and its category's default templates are all inactive or deleted)"
+        "template {template} is {state}: nothing renders it for locale {locale} (no active locale variant or parent either)"
     )]
-    NoActive { template: String, locale: String },
+    NoActive {
+        template: String,
+        state: String,
+        locale: String,
+    },
 }
 
 /// Why an email could not be rendered. All but [`RenderError::Db`] are permanent: the row
@@ -126,6 +130,8 @@ impl RenderError {
 pub enum SyncError {
     #[error("{} problem(s) in the templates; nothing was written", .0.problems.len())]
     Invalid(CheckReport),
+    #[error("--force names no template of the directory: {0}; nothing was written")]
+    UnknownForced(String),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -136,6 +142,10 @@ pub struct RenderRequest<'a> {
     pub template: TemplateRef<'a>,
     /// Requested locale; the default locale when `None`.
     pub locale: Option<&'a str>,
+    /// `locale` is a guess (the recipient's language), not named for this email: a locale
+    /// variant named as the template keeps its own locale. Also the case when `locale` is
+    /// `None`.
+    pub locale_is_guess: bool,
     /// A pinned version; the current one when `None`.
     pub version: Option<i32>,
     /// Must be a JSON object (or absent).
@@ -249,12 +259,22 @@ impl Templates {
     pub async fn sync(
         &self,
         dir: &Path,
-        force: bool,
+        force: &Force,
     ) -> Result<(SyncReport, CheckReport), SyncError> {
         let (source, report) =
             check::check_dir(dir, &self.inner.settings.default_locale, &self.inner.app);
         if !report.is_ok() {
             return Err(SyncError::Invalid(report));
+        }
+        if let Force::Names(names) = force {
+            let unknown: Vec<&str> = names
+                .iter()
+                .filter(|n| !source.templates.iter().any(|t| &t.name == *n))
+                .map(String::as_str)
+                .collect();
+            if !unknown.is_empty() {
+                return Err(SyncError::UnknownForced(unknown.join(", ")));
+            }
         }
         let synced = sync::sync_templates(&self.inner.pool, &source.templates, force).await?;
         self.inner.caches.clear_lookups();
@@ -268,8 +288,18 @@ impl Templates {
         template: TemplateRef<'_>,
         locale: &str,
     ) -> Result<Resolved, RenderError> {
+        self.lookup_as(template, locale, Mode::Named).await
+    }
+
+    /// [`Templates::lookup`] with the locale given as `mode` says.
+    pub async fn lookup_as(
+        &self,
+        template: TemplateRef<'_>,
+        locale: &str,
+        mode: Mode,
+    ) -> Result<Resolved, RenderError> {
         let locale = normalize_locale(locale);
-        let key = LookupKey::new(template, &locale);
+        let key = LookupKey::new(template, &format!("{locale}/{mode:?}"));
         let ttl = self.inner.settings.lookup_ttl();
         if let Some(hit) = self.inner.caches.lookup(&key, ttl) {
             return Ok(hit?);
@@ -279,9 +309,20 @@ impl Templates {
             TemplateRef::Name(n) => (None, Some(n)),
         };
         let cands = store::lookup_candidates(&self.inner.pool, id, name).await?;
-        let result = match lookup::choose(&cands, &locale, &self.inner.settings.default_locale) {
+        let default_locale = &self.inner.settings.default_locale;
+        let result = match lookup::choose(&cands, &locale, default_locale, mode) {
             Some((i, step)) => {
                 let c = &cands[i];
+                if mode == Mode::Pinned
+                    && let Some((other, _)) =
+                        lookup::choose(&cands, &locale, default_locale, Mode::Named)
+                    && other != i
+                {
+                    info!(
+                        template = %c.name, variant = %cands[other].name, %locale,
+                        "a pinned version is a version of the template the email named: rendered instead of its locale variant"
+                    );
+                }
                 Ok(Resolved {
                     template_id: c.template_id,
                     name: c.name.clone(),
@@ -291,11 +332,14 @@ impl Templates {
                     step,
                 })
             }
-            None if cands.iter().any(|c| c.depth == Some(0)) => Err(LookupError::NoActive {
-                template: template.to_string(),
-                locale,
-            }),
-            None => Err(LookupError::NotFound(template.to_string())),
+            None => match lookup::requested(&cands) {
+                Some(r) => Err(LookupError::NoActive {
+                    template: cands[r].name.clone(),
+                    state: cands[r].state.clone(),
+                    locale,
+                }),
+                None => Err(LookupError::NotFound(template.to_string())),
+            },
         };
         self.inner.caches.store_lookup(key, ttl, result.clone());
         Ok(result?)
@@ -321,15 +365,17 @@ impl Templates {
             .and_then(Value::as_str)
             .map(str::trim)
             .filter(|l| files::is_locale(l));
-        let locale = match (meta_locale, email.user_id) {
+        let locale = match (meta_locale, email.recipient.recipient_user_id) {
             (Some(l), _) => Some(l.to_string()),
             (None, Some(user)) => store::user_language(&self.inner.pool, user).await?,
             (None, None) => None,
         };
+        let locale_is_guess = meta_locale.is_none();
         let r = self
             .render(RenderRequest {
                 template: TemplateRef::Id(template_id),
                 locale: locale.as_deref(),
+                locale_is_guess,
                 version,
                 data: email.template_data.as_ref(),
                 recipient_email: &email.to_email,
@@ -374,7 +420,14 @@ impl Templates {
             .locale
             .unwrap_or(&self.inner.settings.default_locale)
             .to_string();
-        let resolved = self.lookup(req.template, &locale).await?;
+        let mode = if req.version.is_some() {
+            Mode::Pinned
+        } else if req.locale_is_guess || req.locale.is_none() {
+            Mode::Guessed
+        } else {
+            Mode::Named
+        };
+        let resolved = self.lookup_as(req.template, &locale, mode).await?;
         let compiled = self.compiled(&resolved, req.version).await?;
         let unsubscribe = if req.email_type.is_optional() {
             req.unsubscribe_url.unwrap_or("").to_string()
@@ -686,7 +739,8 @@ mod tests {
 
     #[test]
     fn secret_bearing_links_and_unsubscribe_are_never_tracked() {
-        let tracker = Tracker::new(b"0123456789abcdef", "https://t.example", vec![]);
+        let tracker = Tracker::new(b"0123456789abcdef", "https://t.example", vec![])
+            .with_redirect_hosts(crate::tracking::RedirectHosts::new(&["adoptdontshop.com"]));
         let id = Uuid::from_u128(7);
         let reset = render_shipped("password_reset", "");
         let html = tracker.inject(id, &reset.html, None);
@@ -756,7 +810,8 @@ mod tests {
                 unsubscribe_url: "https://api.adoptdontshop.com/u/token",
                 year: 2026,
             };
-            let tracker = Tracker::new(b"0123456789abcdef", "https://t.example", vec![]);
+            let tracker = Tracker::new(b"0123456789abcdef", "https://t.example", vec![])
+                .with_redirect_hosts(crate::tracking::RedirectHosts::new(&["adoptdontshop.com"]));
             let n = 1000u32;
             // On-CPU time of this thread (Linux), so a busy machine does not inflate it.
             let cpu = || {

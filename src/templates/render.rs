@@ -223,6 +223,12 @@ impl Compiled {
             },
             false => inline_css(&render(files::HTML)?).map_err(RenderProblem::Css)?,
         };
+        // Whatever the data held, no `javascript:`/`data:` link reaches a reader (nor the
+        // text part made from this HTML).
+        let html = match crate::tracking::neutralize_unsafe_hrefs(&html) {
+            std::borrow::Cow::Borrowed(_) => html,
+            std::borrow::Cow::Owned(safe) => safe,
+        };
         let text = if self.has_text {
             render(files::TEXT)?.trim().to_string()
         } else {
@@ -496,6 +502,37 @@ mod tests {
             .unwrap();
         assert!(p.text.contains("Hello Rex"), "{}", p.text);
         assert!(p.text.contains("https://a.example/x"), "{}", p.text);
+    }
+
+    #[test]
+    fn unsafe_links_from_data_reach_neither_the_html_nor_the_text_part() {
+        let c = compile(
+            "s",
+            "<p><a href=\"{{ pet.website }}\">site</a> <a href=\"https://a.example/ok\">ok</a></p>",
+            None,
+        )
+        .unwrap();
+        for bad in [
+            "javascript:alert(1)",
+            "data:text/html,<b>x</b>",
+            " JaVaScRiPt:alert(1)",
+        ] {
+            let p = c
+                .render(&data(json!({"pet": {"website": bad}})), &common())
+                .unwrap();
+            let lower = |s: &str| s.to_ascii_lowercase();
+            for part in [&p.html, &p.text] {
+                assert!(
+                    !lower(part).contains("javascript:") && !lower(part).contains("data:"),
+                    "{part}"
+                );
+            }
+            assert!(
+                p.html.contains(r#"href="https://a.example/ok""#),
+                "{}",
+                p.html
+            );
+        }
     }
 
     #[test]

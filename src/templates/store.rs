@@ -70,9 +70,13 @@ pub struct StoredTemplate {
     pub is_default: Option<bool>,
     pub priority: Option<i32>,
     pub tags: Option<Vec<String>>,
+    /// Soft-deleted by an admin: sync leaves it (and creates nothing in its place) unless
+    /// its name is forced.
+    pub deleted: bool,
 }
 
-/// The live (not deleted) rows with these names, locked until the transaction ends.
+/// The rows with these names, locked until the transaction ends: per name the live row,
+/// else the most recently deleted one.
 pub async fn rows_for_sync(
     conn: &mut PgConnection,
     names: &[String],
@@ -81,10 +85,12 @@ pub async fn rows_for_sync(
         "SELECT t.template_id, t.name, t.description, t.type::text AS template_type,
                 t.category::text AS category, t.status::text AS status, t.subject, t.html_content,
                 t.text_content, t.variables, t.metadata, t.locale, p.name AS parent_name,
-                COALESCE(t.current_version, 1) AS current_version, t.is_default, t.priority, t.tags
+                COALESCE(t.current_version, 1) AS current_version, t.is_default, t.priority, t.tags,
+                (t.deleted_at IS NOT NULL) AS deleted
          FROM email_templates t
          LEFT JOIN email_templates p ON p.template_id = t.parent_template_id
-         WHERE t.deleted_at IS NULL AND t.name = ANY($1)
+         WHERE t.name = ANY($1)
+         ORDER BY t.name, t.deleted_at IS NOT NULL, t.deleted_at DESC
          FOR UPDATE OF t",
     )
     .bind(names)
@@ -191,8 +197,10 @@ pub async fn update_template(
             is_default = $14,
             priority = $15,
             tags = $16,
-            metadata = COALESCE(metadata, '{}'::jsonb) || jsonb_build_object('sync', $17::jsonb),
+            metadata = CASE WHEN jsonb_typeof(metadata) = 'object' THEN metadata ELSE '{}'::jsonb END
+                || jsonb_build_object('sync', $17::jsonb),
             last_modified_by = $18,
+            deleted_at = NULL,
             updated_at = now() AT TIME ZONE 'UTC'
          WHERE template_id = $1
          RETURNING current_version",
@@ -246,14 +254,13 @@ pub async fn lookup_candidates(
                 COALESCE(t.is_default, false) AS is_default,
                 COALESCE(t.priority, 0) AS priority,
                 (t.status = 'active' AND t.deleted_at IS NULL) AS usable,
+                CASE WHEN t.deleted_at IS NOT NULL THEN 'deleted' ELSE t.status::text END AS state,
                 COALESCE(t.current_version, 1) AS current_version,
                 t.updated_at,
                 (SELECT min(c.depth) FROM chain c WHERE c.template_id = t.template_id) AS depth
          FROM email_templates t
          WHERE t.template_id IN (SELECT template_id FROM chain)
-            OR t.parent_template_id IN (SELECT template_id FROM chain)
-            OR (t.category = (SELECT category FROM root) AND t.is_default
-                AND t.status = 'active' AND t.deleted_at IS NULL)",
+            OR t.parent_template_id IN (SELECT template_id FROM chain)",
     )
     .bind(id)
     .bind(name)

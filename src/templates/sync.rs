@@ -7,7 +7,9 @@
 //!   `versions` and `current_version` goes up; other attributes alone change in place.
 //! - Edited in the database since the last sync (the row's fields no longer hash to
 //!   `metadata.sync.source_hash` at `metadata.sync.synced_version`), or never written by
-//!   sync: skipped, with the reason, unless `--force`.
+//!   sync: skipped, with the reason and what `--force` would overwrite, unless forced.
+//! - Soft-deleted by an admin (`deleted_at`): skipped, and nothing is created in its place,
+//!   unless its name is given to `--force`, which restores it (same row, history kept).
 
 use std::fmt;
 
@@ -18,6 +20,31 @@ use sqlx::PgPool;
 
 use super::files::TemplateFile;
 use super::store::{self, StoredTemplate, TemplateWrite};
+
+/// Which templates `--force` overwrites.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Force {
+    #[default]
+    None,
+    /// `--force` alone: every live template; deleted ones stay deleted.
+    All,
+    /// `--force NAME...`: only these, restoring any of them that was deleted.
+    Names(Vec<String>),
+}
+
+impl Force {
+    fn overwrites(&self, name: &str) -> bool {
+        match self {
+            Force::None => false,
+            Force::All => true,
+            Force::Names(n) => n.iter().any(|n| n == name),
+        }
+    }
+
+    fn restores(&self, name: &str) -> bool {
+        matches!(self, Force::Names(n) if n.iter().any(|n| n == name))
+    }
+}
 
 /// What sync did with one template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +251,15 @@ fn plan(file: &Fields<'_>, row: Option<&StoredTemplate>, force: bool) -> Plan {
         .filter(|(k, v)| have.get(*k) != Some(*v))
         .map(|(k, _)| k.as_str())
         .collect();
+    if row.deleted {
+        // Only reached when the name was forced: restore it, a new version if content differs.
+        return Plan::Update {
+            id: row.template_id,
+            from: row.current_version,
+            new_version: differing.iter().any(|f| CONTENT_FIELDS.contains(f)),
+            old_notes: "deleted in the database; restored by templates sync --force".to_string(),
+        };
+    }
     if differing.is_empty() {
         return Plan::Unchanged {
             version: row.current_version,
@@ -246,9 +282,24 @@ fn plan(file: &Fields<'_>, row: Option<&StoredTemplate>, force: bool) -> Plan {
         } else {
             "it was edited in the database since the last sync"
         };
+        let content_differs = differing.iter().any(|f| CONTENT_FIELDS.contains(f));
+        let kept = if content_differs {
+            "its current content is kept in versions".to_string()
+        } else {
+            // Attribute changes make no version: say what would be lost.
+            let old: Vec<String> = differing
+                .iter()
+                .map(|k| format!("{k} = {}", have.get(*k).unwrap_or(&Value::Null)))
+                .collect();
+            format!(
+                "attributes keep no copy in versions; now {}",
+                old.join(", ")
+            )
+        };
         return Plan::Skip(format!(
-            "{why}; it differs from the files in {}; use --force to overwrite it (its current content is kept in versions)",
-            differing.join(", ")
+            "{why}; it differs from the files in {}; use --force {} to overwrite them ({kept})",
+            differing.join(", "),
+            row.name
         ));
     }
     let new_version = differing.iter().any(|f| CONTENT_FIELDS.contains(f));
@@ -269,7 +320,7 @@ fn plan(file: &Fields<'_>, row: Option<&StoredTemplate>, force: bool) -> Plan {
 pub async fn sync_templates(
     pool: &PgPool,
     templates: &[TemplateFile],
-    force: bool,
+    force: &Force,
 ) -> Result<SyncReport, sqlx::Error> {
     let mut tx = pool.begin().await?;
     store::lock_for_sync(&mut tx).await?;
@@ -280,6 +331,18 @@ pub async fn sync_templates(
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for t in templates {
         let row = rows.iter().find(|r| r.name == t.name);
+        if let Some(r) = row.filter(|r| r.deleted && !force.restores(&t.name)) {
+            report.entries.push(SyncEntry {
+                name: t.name.clone(),
+                outcome: SyncOutcome::Skipped {
+                    reason: format!(
+                        "it was deleted in the database (deleted_at is set); sync does not bring it back; use --force {} to restore it (same row, history and usage kept)",
+                        r.name
+                    ),
+                },
+            });
+            continue;
+        }
         let fields = Fields::of_file(t);
         let write = TemplateWrite {
             name: &t.name,
@@ -305,7 +368,7 @@ pub async fn sync_templates(
                 "source": t.dir.display().to_string(),
             })
         };
-        let outcome = match plan(&fields, row, force) {
+        let outcome = match plan(&fields, row, force.overwrites(&t.name)) {
             Plan::Create => {
                 store::insert_template(&mut tx, &write, &sync_meta(1)).await?;
                 SyncOutcome::Created
@@ -361,6 +424,7 @@ mod tests {
             tags: vec!["a".into()],
             status: "active".into(),
             parent: None,
+            layout: true,
             variables: serde_json::from_value(json!([
                 {"name": "user", "type": "object", "required": true, "example": {"first_name": "Maya", "n": 1}}
             ]))
@@ -396,6 +460,7 @@ mod tests {
             is_default: Some(f.is_default),
             priority: Some(f.priority),
             tags: Some(f.tags.clone()),
+            deleted: false,
         }
     }
 

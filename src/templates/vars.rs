@@ -160,6 +160,41 @@ pub fn validate(decls: &[VariableDecl], data: &Map<String, Value>) -> Result<(),
             Some(_) => {}
         }
     }
+    for (name, value) in data {
+        nested_urls(name, value)?;
+    }
+    Ok(())
+}
+
+/// Declarations describe only the top level, so a URL inside an object or array
+/// (`reminder.action_url`, `pets[0].url`) is known by its key: `url` or ending in `_url`. Such
+/// a string must be an absolute http(s) URL like a declared one: a `javascript:` or `data:`
+/// link must not reach an `href` or the text part.
+fn nested_urls(path: &str, value: &Value) -> Result<(), VarProblem> {
+    let bad = |name: String| VarProblem::WrongType {
+        name,
+        expected: VarType::Url.described(),
+        found: "a string that is not one".into(),
+    };
+    match value {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let here = format!("{path}.{k}");
+                let is_url_key =
+                    k.eq_ignore_ascii_case("url") || k.to_ascii_lowercase().ends_with("_url");
+                if is_url_key && v.as_str().is_some_and(|s| !is_absolute_http_url(s)) {
+                    return Err(bad(here));
+                }
+                nested_urls(&here, v)?;
+            }
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                nested_urls(&format!("{path}[{i}]"), v)?;
+            }
+        }
+        _ => {}
+    }
     Ok(())
 }
 
@@ -297,5 +332,26 @@ mod tests {
         assert!(!exceeds_size(&v, len + 64));
         assert!(exceeds_size(&v, len - 64));
         assert!(exceeds_size(&json!(["y".repeat(300_000)]), 256 * 1024));
+    }
+
+    #[test]
+    fn urls_inside_objects_and_arrays_are_checked_like_declared_ones() {
+        let d = data(json!({"pet": {}, "reset_url": "https://a.example/",
+            "reminder": {"title": "t", "action_url": "javascript:alert(1)"}}));
+        assert_eq!(
+            validate(&decls(), &d).unwrap_err().to_string(),
+            r#"variable "reminder.action_url" must be a url (absolute http or https), got a string that is not one"#
+        );
+        let d = data(json!({"pet": {}, "reset_url": "https://a.example/",
+            "pets": [{"url": "https://a.example/1"}, {"url": " data:text/html,x"}]}));
+        assert!(
+            validate(&decls(), &d)
+                .unwrap_err()
+                .to_string()
+                .contains(r#""pets[1].url""#)
+        );
+        let d = data(json!({"pet": {}, "reset_url": "https://a.example/",
+            "pets": [{"url": "https://a.example/1", "image_url": null, "urls": "x"}]}));
+        assert_eq!(validate(&decls(), &d), Ok(()));
     }
 }

@@ -12,7 +12,16 @@ use std::borrow::Cow;
 
 /// Calls `rewrite` with the decoded URL of every `<a href>` not marked `data-notrack`; where
 /// it returns a new URL, that replaces the attribute's value (double-quoted, escaped).
-pub fn rewrite_links(html: &str, mut rewrite: impl FnMut(&str) -> Option<String>) -> String {
+pub fn rewrite_links(html: &str, rewrite: impl FnMut(&str) -> Option<String>) -> String {
+    rewrite_links_with(html, false, rewrite)
+}
+
+/// [`rewrite_links`], optionally also offering links marked `data-notrack`.
+fn rewrite_links_with(
+    html: &str,
+    include_notrack: bool,
+    mut rewrite: impl FnMut(&str) -> Option<String>,
+) -> String {
     let bytes = html.as_bytes();
     let mut out = String::with_capacity(html.len() + html.len() / 8);
     let mut copied = 0;
@@ -29,7 +38,7 @@ pub fn rewrite_links(html: &str, mut rewrite: impl FnMut(&str) -> Option<String>
             let href = tag
                 .name
                 .eq_ignore_ascii_case(b"a")
-                .then(|| href_to_rewrite(html, &tag))
+                .then(|| href_to_rewrite(html, &tag, include_notrack))
                 .flatten();
             if let Some((region, value)) = href {
                 let url = decode_attr(value);
@@ -174,13 +183,18 @@ fn scan_start_tag(b: &[u8], p: usize) -> StartTag<'_> {
 }
 
 /// The region to replace (with quotes) and the raw value of the tag's first `href`, unless
-/// the tag carries `data-notrack`.
-fn href_to_rewrite<'a>(html: &'a str, tag: &StartTag<'_>) -> Option<((usize, usize), &'a str)> {
+/// the tag carries `data-notrack` (and those are not included).
+fn href_to_rewrite<'a>(
+    html: &'a str,
+    tag: &StartTag<'_>,
+    include_notrack: bool,
+) -> Option<((usize, usize), &'a str)> {
     let attr_name = |a: &Attr| &html.as_bytes()[a.name.0..a.name.1];
-    if tag
-        .attrs
-        .iter()
-        .any(|a| attr_name(a).eq_ignore_ascii_case(b"data-notrack"))
+    if !include_notrack
+        && tag
+            .attrs
+            .iter()
+            .any(|a| attr_name(a).eq_ignore_ascii_case(b"data-notrack"))
     {
         return None;
     }
@@ -216,45 +230,103 @@ fn find_end_tag(b: &[u8], from: usize, name: &[u8]) -> Option<usize> {
     None
 }
 
-/// Decodes the character references that occur in URLs: `&amp;` and friends, and numeric
-/// ones. Anything else is kept as written.
+/// Decodes character references in an attribute value as a browser does (every named
+/// reference of HTML, numeric ones, and the attribute-context rule that `&amp` followed by
+/// `=` or an alphanumeric stays as written), so a link is signed for the URL the browser
+/// would have followed (`caf&eacute;` is `café`).
 pub fn decode_attr(value: &str) -> Cow<'_, str> {
     if !value.contains('&') {
         return Cow::Borrowed(value);
     }
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(p) = rest.find('&') {
-        out.push_str(&rest[..p]);
-        rest = &rest[p..];
-        let decoded = rest.find(';').filter(|&e| e <= 10).and_then(|e| {
-            let c = match &rest[1..e] {
-                "amp" | "AMP" => Some('&'),
-                "quot" | "QUOT" => Some('"'),
-                "apos" => Some('\''),
-                "lt" | "LT" => Some('<'),
-                "gt" | "GT" => Some('>'),
-                n if n.starts_with("#x") || n.starts_with("#X") => u32::from_str_radix(&n[2..], 16)
-                    .ok()
-                    .and_then(char::from_u32),
-                n if n.starts_with('#') => n[1..].parse().ok().and_then(char::from_u32),
-                _ => None,
-            };
-            c.map(|c| (c, e + 1))
-        });
-        match decoded {
-            Some((c, len)) => {
-                out.push(c);
-                rest = &rest[len..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
+    htmlize::unescape_attribute(value)
+}
+
+/// Schemes an `href` may carry in mail we send. `javascript:`, `data:`, `vbscript:`,
+/// `file:` and the rest never reach a reader.
+const SAFE_SCHEMES: [&str; 4] = ["http", "https", "mailto", "tel"];
+
+/// Whether a (decoded) link may stay in an `href`: a relative link or fragment, or an
+/// absolute URL with a scheme of [`SAFE_SCHEMES`]. Parsed as browsers parse (WHATWG, via the
+/// `url` crate), so `java&#9;script:` or ` JavaScript:` cannot slip past a prefix test.
+pub fn is_safe_href(url: &str) -> bool {
+    match url::Url::parse(url.trim_matches(is_html_space)) {
+        Ok(u) => SAFE_SCHEMES.contains(&u.scheme()),
+        Err(url::ParseError::RelativeUrlWithoutBase) => true,
+        Err(_) => false,
     }
-    out.push_str(rest);
-    Cow::Owned(out)
+}
+
+/// What an unsafe `href` is replaced with.
+pub const NEUTRALIZED_HREF: &str = "#";
+
+/// The HTML with every `<a href>` whose decoded URL fails [`is_safe_href`] replaced by
+/// [`NEUTRALIZED_HREF`] (links marked `data-notrack` included: the mark is about tracking,
+/// not safety). Borrowed when nothing had to change.
+pub fn neutralize_unsafe_hrefs(html: &str) -> Cow<'_, str> {
+    let mut changed = false;
+    let out = rewrite_links_with(html, true, |url| {
+        (!is_safe_href(url)).then(|| {
+            changed = true;
+            NEUTRALIZED_HREF.to_string()
+        })
+    });
+    if changed {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(html)
+    }
+}
+
+/// Hosts that click tracking may redirect to: exact names, and `*.domain` for any subdomain
+/// of `domain` (not `domain` itself, which is listed on its own when wanted). Lower case.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedirectHosts(Vec<String>);
+
+impl RedirectHosts {
+    pub fn new<S: AsRef<str>>(entries: &[S]) -> RedirectHosts {
+        RedirectHosts(
+            entries
+                .iter()
+                .map(|e| e.as_ref().trim().trim_end_matches('.').to_ascii_lowercase())
+                .filter(|e| !e.is_empty())
+                .collect(),
+        )
+    }
+
+    /// Whether `host` (as the `url` crate gives it: lower case, punycode) is on the list.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.');
+        self.0.iter().any(|entry| match entry.strip_prefix("*.") {
+            Some(domain) => host
+                .strip_suffix(domain)
+                .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+            None => host == entry,
+        })
+    }
+}
+
+/// Whether `entry` is a valid `tracking.redirect_hosts` entry: a host name (or IP address),
+/// optionally prefixed by `*.`.
+pub fn valid_host_entry(entry: &str) -> bool {
+    let host = entry.strip_prefix("*.").unwrap_or(entry);
+    !host.is_empty()
+        && !host.contains('*')
+        && url::Host::parse(host).is_ok()
+        && url::Url::parse(&format!("http://{host}/"))
+            .is_ok_and(|u| u.host_str().is_some_and(|h| h.eq_ignore_ascii_case(host)))
+}
+
+/// The URL a click token is signed for, or None when the link is not to be rewritten: only
+/// absolute `http(s)` URLs whose host is on `hosts`. The URL is returned serialised as the
+/// `url` crate (WHATWG) parses it: where the browser would have gone, with non-ASCII
+/// characters percent-encoded, so it fits a `Location` header.
+pub fn tracked_target(url: &str, hosts: &RedirectHosts) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return None;
+    }
+    let host = parsed.host_str()?;
+    hosts.allows(host).then(|| parsed.into())
 }
 
 #[cfg(test)]
@@ -365,5 +437,105 @@ mod tests {
         let mut s = "<p>fragment</p>".to_string();
         insert_before_body_end(&mut s, "<img>");
         assert_eq!(s, "<p>fragment</p><img>");
+    }
+
+    #[test]
+    fn named_character_references_are_decoded_like_a_browser() {
+        let (_, seen) = mark(
+            r#"<a href="https://a.example/caf&eacute;?x=1&amp;y=&Eacute;">x</a><a href="https://a.example/?a=1&copy=2&notin">y</a>"#,
+        );
+        // In an attribute, `&copy=` stays as written (the HTML attribute rule).
+        assert_eq!(
+            seen,
+            [
+                "https://a.example/café?x=1&y=É",
+                "https://a.example/?a=1&copy=2&notin"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_http_mailto_tel_and_relative_hrefs_are_safe() {
+        for ok in [
+            "https://a.example/",
+            "HTTP://a.example",
+            "mailto:a@b.example",
+            "tel:+441234",
+            "/relative",
+            "#top",
+            "page.html",
+        ] {
+            assert!(is_safe_href(ok), "{ok}");
+        }
+        for bad in [
+            "javascript:alert(1)",
+            " JavaScript:alert(1)",
+            "java\tscript:alert(1)",
+            "java\nscript:alert(1)",
+            "data:text/html;base64,PHNjcmlwdD4=",
+            "vbscript:msgbox",
+            "file:///etc/passwd",
+        ] {
+            assert!(!is_safe_href(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unsafe_hrefs_are_neutralized_even_when_encoded_or_marked_notrack() {
+        let html = r#"<a href="&#106;avascript:alert(1)">a</a><a data-notrack href='data:text/html,x'>b</a><a href="https://a.example/">c</a>"#;
+        let out = neutralize_unsafe_hrefs(html);
+        assert_eq!(
+            out,
+            r##"<a href="#">a</a><a data-notrack href="#">b</a><a href="https://a.example/">c</a>"##
+        );
+        let clean = r#"<a href="https://a.example/">c</a>"#;
+        assert!(matches!(neutralize_unsafe_hrefs(clean), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn redirect_hosts_match_exact_names_and_explicit_subdomain_wildcards() {
+        let hosts = RedirectHosts::new(&["AdoptDontShop.com", "*.adoptdontshop.org"]);
+        assert!(hosts.allows("adoptdontshop.com"));
+        assert!(
+            !hosts.allows("www.adoptdontshop.com"),
+            "no implicit subdomains"
+        );
+        assert!(hosts.allows("www.adoptdontshop.org"));
+        assert!(hosts.allows("a.b.adoptdontshop.org"));
+        assert!(
+            !hosts.allows("adoptdontshop.org"),
+            "the wildcard is for subdomains"
+        );
+        assert!(!hosts.allows("evil-adoptdontshop.org"));
+        assert!(!hosts.allows("adoptdontshop.com.evil.example"));
+        assert!(valid_host_entry("*.adoptdontshop.org") && valid_host_entry("127.0.0.1"));
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "a*.example",
+            "https://a.example",
+            "a b",
+            "a.example/x",
+        ] {
+            assert!(!valid_host_entry(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tracked_target_keeps_only_allowed_http_hosts_and_normalises() {
+        let hosts = RedirectHosts::new(&["adoptdontshop.com"]);
+        assert_eq!(
+            tracked_target("https://adoptdontshop.com/café", &hosts).as_deref(),
+            Some("https://adoptdontshop.com/caf%C3%A9")
+        );
+        assert_eq!(tracked_target("https://evil.example/", &hosts), None);
+        // Userinfo that looks like our host does not make the link ours.
+        assert_eq!(
+            tracked_target("https://adoptdontshop.com@evil.example/", &hosts),
+            None
+        );
+        assert_eq!(tracked_target("mailto:a@adoptdontshop.com", &hosts), None);
+        assert_eq!(tracked_target("/relative", &hosts), None);
     }
 }

@@ -4,6 +4,7 @@ mod auth;
 mod emails;
 mod fuzz_findings;
 mod openapi;
+mod security;
 mod templates;
 mod unsubscribe;
 mod webhooks;

@@ -2,6 +2,7 @@
 //! the fixtures and the CLI and scheduler tests; each job's tests are in `jobs/`.
 
 mod digest;
+mod digest_switch;
 mod expiry;
 mod partitions;
 

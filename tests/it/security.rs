@@ -275,7 +275,7 @@ async fn template_row(db: &TestDb, data_json: &str) -> Uuid {
         None,
         &[("ADOPT__TEMPLATES__DIR", &dir.display().to_string())],
     ));
-    a.templates.sync(&dir, false).await.unwrap();
+    a.templates.sync(&dir, &Default::default()).await.unwrap();
     sqlx::query_scalar(
         "INSERT INTO email_queue (template_id, template_data, from_email, to_email, subject,
              html_content, type)

@@ -29,6 +29,7 @@ use super::error::{
 };
 use super::idempotency;
 use super::templates::TemplateUseError;
+use crate::preferences;
 use crate::queue::{self, EmailStatus, ListAfter, ListFilter, RetryResult};
 
 /// Most emails in one batch.
@@ -246,13 +247,25 @@ async fn prepare(
     req: EnqueueRequest,
 ) -> Result<queue::NewEmail, TemplateUseError> {
     let v = request::validate(req, &state.settings().app).map_err(TemplateUseError::Invalid)?;
+    let senders = &state.settings().api.allowed_sender_domains;
+    if !request::sender_allowed(&v.email.from_email, senders) {
+        return Err(TemplateUseError::Invalid(vec![FieldError::new(
+            "from",
+            format!(
+                "the sender's domain is not one this API may send from ({}; api.allowed_sender_domains)",
+                senders.join(", ")
+            ),
+        )]));
+    }
     match v.template {
         None => Ok(v.email),
         Some(t) => super::templates::resolve_for_enqueue(state.templates(), v.email, t).await,
     }
 }
 
-/// `user_id` must name a user (the column is a foreign key): say which item's does not.
+/// `user_id` must name a current user whose address is the email's `to` (case-insensitive):
+/// the preferences gate and the unsubscribe link are that user's, so nobody may borrow
+/// another user's. Say which item's does not.
 async fn check_users(
     state: &ApiState,
     rows: &[queue::NewEmail],
@@ -263,20 +276,23 @@ async fn check_users(
     if wanted.is_empty() {
         return Ok(());
     }
-    let known: Vec<Uuid> = sqlx::query_scalar("SELECT user_id FROM users WHERE user_id = ANY($1)")
-        .bind(&wanted)
-        .fetch_all(state.pool())
-        .await?;
+    let known = preferences::user_addresses(state.pool(), &wanted).await?;
     for (i, r) in rows.iter().enumerate() {
-        if let Some(u) = r.user_id
-            && !known.contains(&u)
-        {
-            errors.push(FieldError {
-                index: (batch == Batch::Yes).then_some(i),
-                field: "user_id".into(),
-                message: format!("no user with id {u}"),
-            });
-        }
+        let Some(u) = r.user_id else { continue };
+        let message = match known.iter().find(|k| k.user_id == u) {
+            None => format!("no user with id {u}"),
+            Some(k) if k.deleted => format!("user {u} is deleted"),
+            Some(k) if !k.email.eq_ignore_ascii_case(&r.to_email) => format!(
+                "user {u} is not the recipient: their address is not the email's \"to\" \
+                 (a user_id must be the recipient's own)"
+            ),
+            Some(_) => continue,
+        };
+        errors.push(FieldError {
+            index: (batch == Batch::Yes).then_some(i),
+            field: "user_id".into(),
+            message,
+        });
     }
     Ok(())
 }

@@ -28,7 +28,8 @@ pub struct EnqueueRequest {
     #[serde(default)]
     pub bcc: Vec<String>,
     pub reply_to: Option<String>,
-    /// Defaults to the configured `app.from_email` / `app.from_name`.
+    /// Defaults to the configured `app.from_email` / `app.from_name`; its domain must be on
+    /// `api.allowed_sender_domains`.
     pub from: Option<Recipient>,
     pub subject: Option<String>,
     pub html: Option<String>,
@@ -50,7 +51,8 @@ pub struct EnqueueRequest {
     #[serde(default)]
     pub tags: Vec<String>,
     pub metadata: Option<Map<String, Value>>,
-    /// The platform user this email is for (their preferences apply).
+    /// The platform user this email is for (their preferences apply): a current user whose
+    /// email is `to`.
     pub user_id: Option<Uuid>,
     /// 0 to 20; default 3.
     #[serde(default, deserialize_with = "whole_number")]
@@ -198,6 +200,14 @@ pub fn validate_recipient(
         Some(v) if c.errors.is_empty() => Ok(v),
         _ => Err(c.errors),
     }
+}
+
+/// Whether `from` is an address at one of `domains` (exact, or `*.domain` for subdomains).
+pub fn sender_allowed(from: &str, domains: &[String]) -> bool {
+    let Some((_, domain)) = from.rsplit_once('@') else {
+        return false;
+    };
+    crate::tracking::RedirectHosts::new(domains).allows(&domain.to_ascii_lowercase())
 }
 
 /// Validates a request into a row. `app` gives the default sender.

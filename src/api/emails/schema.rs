@@ -2,8 +2,9 @@
 //! `request::validate` do not fit a derived one: either rendered content or a template
 //! (never both), `html` and/or `text` with something in it, `type` required, and the limits of
 //! every header-bound field. A body the schema accepts passes `validate` (but for what only
-//! the database knows: an existing `user_id`, template, and the template's variables in
-//! `data`), and a body it refuses does not.
+//! the database and the configuration know: a `user_id` that is the recipient, a `from` at an
+//! allowed domain, a template, and the template's variables in `data`), and a body it
+//! refuses does not.
 
 use utoipa::openapi::schema::RefBuilder;
 use utoipa::openapi::schema::{
@@ -122,7 +123,8 @@ fn common() -> ObjectBuilder {
                 .item(Ref::from_schema_name(Recipient::name()))
                 .item(null())
                 .description(Some(
-                    "Defaults to the configured `app.from_email` / `app.from_name`.",
+                    "Defaults to the configured `app.from_email` / `app.from_name`. Its domain \
+                     must be on `api.allowed_sender_domains` (default: app.from_email's).",
                 )),
         )
         .property(
@@ -169,7 +171,8 @@ fn common() -> ObjectBuilder {
             nullable(string())
                 .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
                 .description(Some(
-                    "The platform user this email is for (their preferences apply); must exist.",
+                    "The platform user this email is for (their preferences apply): a current \
+                     user whose email is `to`.",
                 )),
         )
         .property(

@@ -35,15 +35,6 @@ impl Period {
         }
     }
 
-    /// The start of a first digest's window (no digest sent before): one period back.
-    pub(crate) fn window_start(self, end: DateTime<Utc>) -> DateTime<Utc> {
-        match self {
-            Period::Daily => end - Duration::days(1),
-            Period::Weekly => end - Duration::days(7),
-            Period::Monthly => end.checked_sub_months(Months::new(1)).unwrap_or(end),
-        }
-    }
-
     /// The local date of the schedule's day on or before `d`, and the one before that.
     fn anchor(self, d: NaiveDate) -> NaiveDate {
         match self {
@@ -217,19 +208,6 @@ mod tests {
                 "2026-03-08T19:00:00Z"
             ),
             "2026-03-08T18:30:00Z"
-        );
-    }
-
-    #[test]
-    fn windows_without_a_previous_digest_go_back_one_period() {
-        let end = utc("2026-03-31T09:00:00Z");
-        assert_eq!(
-            Period::Monthly.window_start(end),
-            utc("2026-02-28T09:00:00Z")
-        );
-        assert_eq!(
-            Period::Weekly.window_start(end),
-            utc("2026-03-24T09:00:00Z")
         );
     }
 }

@@ -228,3 +228,79 @@ async fn a_jwt_with_another_algorithm_is_refused() {
     )
     .await;
 }
+
+/// An HS256 JWT with exactly these claims.
+fn signed(claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn configured_jwt_claims_are_required_and_lifetime_is_bounded() {
+    let api = Api::start_with(&[
+        ("ADOPT__AUTH__JWT_ISSUER", "https://auth.adoptdontshop.com"),
+        ("ADOPT__AUTH__JWT_AUDIENCE", "adopt-worker"),
+        ("ADOPT__AUTH__JWT_MAX_LIFETIME_SECS", "3600"),
+    ])
+    .await;
+    let (admin_id, _) = api.admin().await;
+    let sub = admin_id.to_string();
+    let now = chrono::Utc::now().timestamp();
+    let (iss, aud) = ("https://auth.adoptdontshop.com", "adopt-worker");
+    let call = |t: String| {
+        let api = &api;
+        async move { status_of(api, Some(&format!("Bearer {t}"))).await }
+    };
+
+    let good = signed(&json!({"sub": sub, "iss": iss, "aud": aud, "iat": now, "exp": now + 600}));
+    assert_eq!(call(good).await.status(), StatusCode::NOT_FOUND, "accepted");
+
+    let no_iss = signed(&json!({"sub": sub, "aud": aud, "iat": now, "exp": now + 600}));
+    let (_, body) = error_code(call(no_iss).await, 401).await;
+    assert!(body.to_string().contains("iss"), "{body}");
+    let no_aud = signed(&json!({"sub": sub, "iss": iss, "iat": now, "exp": now + 600}));
+    let (_, body) = error_code(call(no_aud).await, 401).await;
+    assert!(body.to_string().contains("aud"), "{body}");
+    let wrong_iss = signed(&json!({"sub": sub, "iss": "x", "aud": aud, "exp": now + 600}));
+    assert_401(call(wrong_iss).await, "invalid_credentials").await;
+
+    let not_yet = signed(
+        &json!({"sub": sub, "iss": iss, "aud": aud, "iat": now, "nbf": now + 300, "exp": now + 900}),
+    );
+    let (_, body) = error_code(call(not_yet).await, 401).await;
+    assert!(body.to_string().contains("nbf"), "{body}");
+
+    // Lifetime from iat, and from now when there is no iat.
+    let long = signed(&json!({"sub": sub, "iss": iss, "aud": aud, "iat": now, "exp": now + 7200}));
+    let (_, body) = error_code(call(long).await, 401).await;
+    assert!(body.to_string().contains("jwt_max_lifetime_secs"), "{body}");
+    let long_no_iat = signed(&json!({"sub": sub, "iss": iss, "aud": aud, "exp": now + 7200}));
+    assert_401(call(long_no_iat).await, "invalid_credentials").await;
+    let ok_no_iat = signed(&json!({"sub": sub, "iss": iss, "aud": aud, "exp": now + 3000}));
+    assert_eq!(call(ok_no_iat).await.status(), StatusCode::NOT_FOUND);
+    // An old iat with a far exp is long-lived however little of it is left.
+    let backdated = signed(
+        &json!({"sub": sub, "iss": iss, "aud": aud, "iat": now - 86_400 * 30, "exp": now + 600}),
+    );
+    assert_401(call(backdated).await, "invalid_credentials").await;
+}
+
+#[tokio::test]
+async fn default_jwt_lifetime_limit_is_a_day() {
+    let api = Api::start().await;
+    let (admin_id, _) = api.admin().await;
+    let now = chrono::Utc::now().timestamp();
+    let year = signed(&json!({"sub": admin_id.to_string(), "iat": now, "exp": now + 365 * 86_400}));
+    assert_401(
+        status_of(&api, Some(&format!("Bearer {year}"))).await,
+        "invalid_credentials",
+    )
+    .await;
+    let day = signed(&json!({"sub": admin_id.to_string(), "iat": now, "exp": now + 86_000}));
+    let r = status_of(&api, Some(&format!("Bearer {day}"))).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}

@@ -35,7 +35,7 @@ async fn with_templates() -> Api {
     let api = Api::start().await;
     app(api.settings.clone())
         .templates
-        .sync(Path::new("templates"), false)
+        .sync(Path::new("templates"), &Default::default())
         .await
         .expect("the shipped templates sync");
     api

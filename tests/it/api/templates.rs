@@ -11,7 +11,7 @@ use super::*;
 
 const TRACKING_SECRET: &str = "tracking-secret-0123456789";
 
-async fn start(extra: &[(&str, &str)]) -> Api {
+pub(super) async fn start(extra: &[(&str, &str)]) -> Api {
     let mut o = vec![
         ("ADOPT__TEMPLATES__LOOKUP_TTL_MS", "0"),
         ("ADOPT__TRACKING__SECRET", TRACKING_SECRET),
@@ -20,7 +20,7 @@ async fn start(extra: &[(&str, &str)]) -> Api {
     let api = Api::start_with(&o).await;
     app(api.settings.clone())
         .templates
-        .sync(Path::new("templates"), false)
+        .sync(Path::new("templates"), &Default::default())
         .await
         .expect("the shipped templates sync");
     api
@@ -290,8 +290,12 @@ fn send_test_command_queues_through_the_same_path() {
     let _in_runtime = rt.enter();
     let db = rt.block_on(TestDb::new());
     let s = settings(&db, None, None, &[]);
-    rt.block_on(app(s).templates.sync(Path::new("templates"), false))
-        .unwrap();
+    rt.block_on(
+        app(s)
+            .templates
+            .sync(Path::new("templates"), &Default::default()),
+    )
+    .unwrap();
     let run = |args: &[&str]| {
         let out = bin()
             .args(args)

@@ -213,6 +213,38 @@ async fn applications_expire_in_batches_and_without_a_template_still_expire() {
     assert_eq!(expired, 7);
 }
 
+#[tokio::test]
+async fn an_application_expires_at_its_expires_at_like_a_moderator_action() {
+    let db = TestDb::new().await;
+    let tails = rescue(&db.pool, "Happy Tails Rescue").await;
+    let maya = user(&db.pool, "maya@example.com", "Maya").await;
+    let p = pet(&db.pool, tails, "Biscuit").await;
+    let id = application(
+        &db.pool,
+        maya,
+        p,
+        tails,
+        "submitted",
+        Some("2026-03-09T12:00:00Z"),
+    )
+    .await;
+    let status = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT status::text FROM applications WHERE application_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    let jobs = jobs(&db);
+    run(&jobs, JobName::ExpireApplications, "2026-03-09T11:59:59Z").await;
+    assert_eq!(status().await, "submitted");
+    // expires_at <= now, the same boundary as expire-moderation.
+    run(&jobs, JobName::ExpireApplications, "2026-03-09T12:00:00Z").await;
+    assert_eq!(status().await, "expired");
+}
+
 // ---------------------------------------------------------------- moderation expiry
 
 #[tokio::test]
