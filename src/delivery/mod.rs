@@ -25,7 +25,7 @@ use crate::templates::Templates;
 use classify::{FailureClass, SendFailure};
 use message::{Content, ListUnsubscribe};
 use retry::RetryPolicy;
-use transport::{Accepted, Transport};
+use transport::{Accepted, Refused, Transport};
 
 /// What became of one attempt, before it is written to the row.
 #[derive(Debug, Clone)]
@@ -109,6 +109,11 @@ impl Deliverer {
             let _in_flight = metrics::in_flight_guard();
             let (outcome, rendered) = self.attempt(&email).await;
             let recorded = self.record(&email, &outcome, rendered.as_ref()).await;
+            if let (Recorded::Written(_), Outcome::Sent(accepted)) = (&recorded, &outcome)
+                && !accepted.refused.is_empty()
+            {
+                self.record_refused(&email, &accepted.refused).await;
+            }
             if let Recorded::Written(status) = recorded {
                 observe(&email, &outcome, status);
             }
@@ -195,10 +200,11 @@ impl Deliverer {
             return (Outcome::Released, None);
         }
         let message_id = message::message_id(email);
+        let to = message::ascii_domain(email.to_email.trim());
         let started = Instant::now();
         let outcome = match self
             .transport
-            .send(slot, email.email_id, &msg, &message_id)
+            .send(slot, email.email_id, &msg, &message_id, &to)
             .await
         {
             Ok(accepted) => {
@@ -417,6 +423,77 @@ impl Deliverer {
                 },
             ),
         }
+    }
+
+    /// Cc/Bcc recipients refused at RCPT while the message went to the others: noted in
+    /// the row's `tracking`, and a bounce counted against each refused address (its user,
+    /// or `email_suppressions`), never against the To recipient. Retried like a result;
+    /// the row is already `sent`, so giving up loses only this bookkeeping (logged).
+    async fn record_refused(&self, email: &ClaimedEmail, refused: &[Refused]) {
+        for refusal in refused {
+            warn!(
+                address = %refusal.address,
+                reason = %refusal.failure.reason,
+                "a Cc/Bcc recipient was refused; the email went to the others"
+            );
+        }
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..6 {
+            match self.write_refused(email, refused).await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(error = %e, "recording refused recipients failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        warn!("giving up recording refused recipients; the email itself is recorded sent");
+    }
+
+    async fn write_refused(
+        &self,
+        email: &ClaimedEmail,
+        refused: &[Refused],
+    ) -> Result<(), sqlx::Error> {
+        let now = Utc::now();
+        let notes: Vec<serde_json::Value> = refused
+            .iter()
+            .map(|r| {
+                json!({
+                    "address": r.address,
+                    "code": r.failure.reply.as_ref().map(|reply| reply.code),
+                    "reason": r.failure.reason,
+                    "at": now.to_rfc3339(),
+                })
+            })
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        queue::tracking::record_refused_recipients(&mut *tx, email.email_id, json!(notes)).await?;
+        for r in refused {
+            let kind = if r.failure.is_hard_bounce() {
+                BounceKind::Hard
+            } else if r.failure.is_soft_bounce() {
+                BounceKind::Soft
+            } else {
+                continue;
+            };
+            let user_id = preferences::user_for_address(&mut *tx, &r.address).await?;
+            let record = preferences::record_bounce(
+                &mut *tx,
+                user_id,
+                &r.address,
+                kind,
+                &r.failure.reason,
+                self.policy.soft_bounce_threshold,
+                now.naive_utc(),
+            )
+            .await?;
+            if record.blacklisted {
+                warn!(address = %r.address, bounces = record.bounce_count, "Cc/Bcc recipient blacklisted after bounce");
+            }
+        }
+        tx.commit().await
     }
 
     async fn count_bounce(

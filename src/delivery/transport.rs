@@ -3,6 +3,8 @@
 
 mod relay;
 
+pub use relay::Refused;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +36,8 @@ pub struct Accepted {
     /// The relay's queue id when its 250 reply names one ("queued as X"), else the
     /// Message-ID, so a relay's webhook can find the row either way.
     pub provider_message_id: Option<String>,
+    /// Cc/Bcc recipients the relay refused; the message went to the others.
+    pub refused: Vec<Refused>,
 }
 
 #[derive(Clone)]
@@ -118,9 +122,10 @@ impl Transport {
         email_id: Uuid,
         message: &Message,
         message_id: &str,
+        to: &str,
     ) -> Result<Accepted, SendFailure> {
         match self {
-            Transport::Smtp(relay) => relay.send(slot, message, message_id).await,
+            Transport::Smtp(relay) => relay.send(slot, message, message_id, to).await,
             Transport::Outbox { dir } => {
                 write_eml(dir, email_id, &message.formatted())
                     .await
@@ -133,6 +138,7 @@ impl Transport {
                 Ok(Accepted {
                     provider_id: OUTBOX_PROVIDER_ID.to_string(),
                     provider_message_id: Some(message_id.to_string()),
+                    refused: Vec::new(),
                 })
             }
         }
@@ -157,14 +163,15 @@ impl SmtpRelay {
         slot: Slot,
         message: &Message,
         message_id: &str,
+        to: &str,
     ) -> Result<Accepted, SendFailure> {
         let permit = match slot.0 {
             Some(p) => p,
             None => self.connections.reserve().await?,
         };
-        let response = match tokio::time::timeout(
+        let delivered = match tokio::time::timeout(
             self.timeout,
-            self.connections.send(permit, message),
+            self.connections.send(permit, message, to),
         )
         .await
         {
@@ -176,10 +183,11 @@ impl SmtpRelay {
                 )));
             }
         };
-        let text = response.message().collect::<Vec<_>>().join(" ");
+        let text = delivered.response.message().collect::<Vec<_>>().join(" ");
         Ok(Accepted {
             provider_id: self.provider_id.clone(),
             provider_message_id: Some(queue_id(&text).unwrap_or_else(|| message_id.to_string())),
+            refused: delivered.refused,
         })
     }
 }

@@ -334,7 +334,7 @@ async fn send(
         base_url: &jobs.app().base_url,
     };
     let limit = i64::from(jobs.settings().digest_max_held);
-    let (held, unreadable) = queue::held_for_user(&mut *tx, c.user_id, &c.email, limit).await?;
+    let (held, unreadable) = queue::held_for_user(&mut *tx, &c.email, limit).await?;
     for bad in &unreadable {
         warn!(email_id = %bad.email_id, reason = %bad.reason, "held row cannot be read; it ends failed");
         queue::fail_unreadable_held(&mut *tx, bad, now.naive_utc()).await?;

@@ -8,6 +8,8 @@
 use chrono::NaiveDateTime;
 use serde_json::Value;
 use sqlx::PgExecutor;
+
+use crate::db::lenient::JsonText;
 use uuid::Uuid;
 
 /// The recipient user of a held row `q`, as the gate decides it: its `user_id` when that
@@ -34,17 +36,16 @@ pub struct HeldEmail {
     pub template_description: Option<String>,
 }
 
-/// A held row as read: JSON as text and timestamps clamped to finite values in SQL, so
-/// that one odd row decodes (or fails) on its own.
+/// A held row as read: JSON parsed leniently ([`JsonText`]) and timestamps clamped to
+/// finite values in SQL, so that one odd row decodes (or fails) on its own.
 #[derive(Debug, sqlx::FromRow)]
 struct HeldRow {
     email_id: Uuid,
     subject: Option<String>,
     html_content: Option<String>,
     text_content: Option<String>,
-    template_data: Option<String>,
-    metadata: Option<String>,
-    too_deep: Option<String>,
+    template_data: Option<JsonText>,
+    metadata: Option<JsonText>,
     created_at: Option<NaiveDateTime>,
     template_description: Option<String>,
 }
@@ -62,19 +63,14 @@ impl HeldRow {
             email_id: self.email_id,
             reason,
         };
-        if let Some(column) = &self.too_deep {
-            return Err(fail(format!(
-                "{column} is nested deeper than {} levels",
-                super::MAX_JSON_DEPTH
-            )));
-        }
-        let json = |column: &str, text: Option<&str>| {
-            text.map(serde_json::from_str::<Value>)
+        let json = |column: &str, value: Option<JsonText>| {
+            value
+                .map(|j| j.0)
                 .transpose()
-                .map_err(|e| format!("{column} cannot be read as JSON: {e}"))
+                .map_err(|why| format!("{column} {why}"))
         };
-        let template_data = json("template_data", self.template_data.as_deref()).map_err(fail)?;
-        let metadata = json("metadata", self.metadata.as_deref()).map_err(fail)?;
+        let template_data = json("template_data", self.template_data).map_err(fail)?;
+        let metadata = json("metadata", self.metadata).map_err(fail)?;
         Ok(HeldEmail {
             email_id: self.email_id,
             subject: self.subject.unwrap_or_default(),
@@ -94,17 +90,12 @@ impl HeldRow {
 /// [`super::HELD_UNTIL`]: it lets the scan use the `scheduled_for` index.
 pub async fn held_for_user<'e>(
     exec: impl PgExecutor<'e>,
-    _user_id: Uuid,
     email: &str,
     limit: i64,
 ) -> Result<(Vec<HeldEmail>, Vec<UnreadableHeld>), sqlx::Error> {
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let deeper = format!("'strict $.**{{{} to last}}'", super::MAX_JSON_DEPTH);
-        format!(
-            "SELECT q.email_id, q.subject, q.html_content, q.text_content,
+    let rows: Vec<HeldRow> = sqlx::query_as(
+        "SELECT q.email_id, q.subject, q.html_content, q.text_content,
                 q.template_data::text AS template_data, q.metadata::text AS metadata,
-                CASE WHEN jsonb_path_exists(q.template_data, {deeper}) THEN 'template_data'
-                     WHEN jsonb_path_exists(q.metadata, {deeper}) THEN 'metadata' END AS too_deep,
                 CASE WHEN isfinite(q.created_at) THEN q.created_at END AS created_at,
                 t.description AS template_description
          FROM email_queue q
@@ -114,14 +105,12 @@ pub async fn held_for_user<'e>(
            AND lower(q.to_email) = lower($1)
          ORDER BY q.created_at, q.email_id
          LIMIT $2
-         FOR UPDATE OF q"
-        )
-    });
-    let rows: Vec<HeldRow> = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
-        .bind(email)
-        .bind(limit)
-        .fetch_all(exec)
-        .await?;
+         FOR UPDATE OF q",
+    )
+    .bind(email)
+    .bind(limit)
+    .fetch_all(exec)
+    .await?;
     let mut held = Vec::with_capacity(rows.len());
     let mut unreadable = Vec::new();
     for row in rows {

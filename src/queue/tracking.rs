@@ -65,6 +65,30 @@ pub async fn record_open<'e>(
     Ok(done.rows_affected() > 0)
 }
 
+/// Cc/Bcc recipients the relay refused while it took the message for the others: appended
+/// to `tracking.refusedRecipients` (`[{address, code, reason, at}]`). The row keeps its
+/// status: only a refused To bounces an email.
+pub async fn record_refused_recipients<'e>(
+    exec: impl PgExecutor<'e>,
+    email_id: Uuid,
+    refused: serde_json::Value,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(concat!(
+        "UPDATE email_queue SET tracking = ",
+        tracking_object!(),
+        " || jsonb_build_object('refusedRecipients',
+            (CASE WHEN jsonb_typeof(tracking->'refusedRecipients') = 'array'
+                  THEN tracking->'refusedRecipients' ELSE '[]'::jsonb END) || $2::jsonb),
+         updated_at = now() AT TIME ZONE 'UTC'
+         WHERE email_id = $1"
+    ))
+    .bind(email_id)
+    .bind(refused)
+    .execute(exec)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 /// A click through a signed link: `clicks + 1`, first/last click times;
 /// sent/delivered/opened → clicked.
 pub async fn record_click<'e>(

@@ -847,3 +847,156 @@ async fn waiting_for_a_free_connection_does_not_count_against_the_smtp_timeout()
     assert_eq!(retried, 0, "no send was cut off for having waited");
     assert_eq!(smtp.messages().len(), 4, "each sent once");
 }
+
+#[tokio::test]
+async fn a_refused_cc_or_bcc_neither_bounces_the_email_nor_blacklists_its_recipient() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    let maya = insert_user(&db.pool, "maya@example.com").await;
+    let colleague = insert_user(&db.pool, "left-the-shelter@example.com").await;
+    smtp.add_rule(
+        Rule::reply(
+            Command::Rcpt,
+            550,
+            "5.1.1 <stale@example.com>: User unknown",
+        )
+        .matching("stale@"),
+    );
+    smtp.add_rule(
+        Rule::reply(Command::Rcpt, 550, "5.1.1 mailbox disabled").matching("left-the-shelter@"),
+    );
+    let mut email = NewEmail::to("maya@example.com");
+    email.user_id = Some(maya);
+    email.cc = Some(vec![
+        "stale@example.com".into(),
+        "foster@example.com".into(),
+    ]);
+    email.bcc = Some(vec!["left-the-shelter@example.com".into()]);
+    let id = email.insert(&db.pool).await;
+    app(settings(&db, Some(&smtp.url()), None, &[]))
+        .drain()
+        .await
+        .unwrap();
+
+    let r = row(&db.pool, id).await;
+    assert_eq!(r.status, "sent", "{:?}", r.failure_reason);
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        messages[0].rcpt_to,
+        vec![
+            "maya@example.com".to_string(),
+            "foster@example.com".to_string()
+        ],
+        "delivered to the accepted recipients"
+    );
+    let refused = r.tracking.unwrap()["refusedRecipients"].clone();
+    let refused = refused.as_array().expect("refusedRecipients is an array");
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused[0]["address"], "stale@example.com");
+    assert_eq!(refused[0]["code"], 550);
+    assert!(refused[0]["reason"].as_str().unwrap().contains("5.1.1"));
+    assert_eq!(refused[1]["address"], "left-the-shelter@example.com");
+
+    let maya_blacklisted: Option<bool> =
+        sqlx::query_scalar("SELECT is_blacklisted FROM email_preferences WHERE user_id = $1")
+            .bind(maya)
+            .fetch_optional(&db.pool)
+            .await
+            .unwrap()
+            .flatten();
+    assert_ne!(
+        maya_blacklisted,
+        Some(true),
+        "the To recipient is not blacklisted"
+    );
+    let (count, blacklisted): (i32, bool) = sqlx::query_as(
+        "SELECT bounce_count, is_blacklisted FROM email_suppressions WHERE email = 'stale@example.com'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (count, blacklisted),
+        (1, true),
+        "the refused address carries the bounce"
+    );
+    let colleague_blacklisted: bool =
+        sqlx::query_scalar("SELECT is_blacklisted FROM email_preferences WHERE user_id = $1")
+            .bind(colleague)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        colleague_blacklisted,
+        "a refused Bcc user carries their own bounce"
+    );
+
+    // Nothing about the refusals holds up the next email.
+    let next = NewEmail::to("maya@example.com").insert(&db.pool).await;
+    app(settings(&db, Some(&smtp.url()), None, &[]))
+        .drain()
+        .await
+        .unwrap();
+    assert_eq!(row(&db.pool, next).await.status, "sent");
+}
+
+#[tokio::test]
+async fn a_refused_to_still_bounces_and_the_connection_is_reset_for_the_next_email() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    smtp.add_rule(Rule::reply(Command::Rcpt, 550, "5.1.1 user unknown").matching("gone@"));
+    let mut bounced = NewEmail::to("gone@example.com");
+    bounced.cc = Some(vec!["foster@example.com".into()]);
+    let bounced = bounced.insert(&db.pool).await;
+    let fine = NewEmail::to("maya@example.com").insert(&db.pool).await;
+    let mut s = settings(&db, Some(&smtp.url()), None, &[]);
+    s.smtp.pool_size = 1;
+    app(s).drain().await.unwrap();
+    assert_eq!(row(&db.pool, bounced).await.status, "bounced");
+    assert_eq!(row(&db.pool, fine).await.status, "sent");
+    assert_eq!(
+        smtp.messages().len(),
+        1,
+        "nothing went to the Cc of a bounced email"
+    );
+    assert_eq!(smtp.connections(), 1, "RSET kept the connection in use");
+    assert!(smtp.commands(Command::Rset) >= 1);
+}
+
+#[tokio::test]
+async fn international_addresses_go_out_as_the_relay_can_take_them() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    // An IDN domain needs no SMTPUTF8: punycode in the envelope and in the header.
+    let idn = NewEmail::to("maya@münchen.de").insert(&db.pool).await;
+    app(settings(&db, Some(&smtp.url()), None, &[]))
+        .drain()
+        .await
+        .unwrap();
+    assert_eq!(row(&db.pool, idn).await.status, "sent");
+    let m = &smtp.messages()[0];
+    assert_eq!(m.rcpt_to, vec!["maya@xn--mnchen-3ya.de".to_string()]);
+    assert!(m.header("To").unwrap().contains("maya@xn--mnchen-3ya.de"));
+
+    // A non-ASCII local part needs SMTPUTF8: a relay without it fails the row at once,
+    // saying why, with no retries.
+    smtp.add_rule(Rule::reply(Command::Ehlo, 250, "plain.example"));
+    let utf8 = NewEmail::to("jörg@example.com").insert(&db.pool).await;
+    app(settings(&db, Some(&smtp.url()), None, &[]))
+        .drain()
+        .await
+        .unwrap();
+    let r = row(&db.pool, utf8).await;
+    assert_eq!(r.status, "failed", "no retry can cure it");
+    assert_eq!(
+        smtp.commands(Command::Mail),
+        1,
+        "no transaction was begun for it"
+    );
+    let reason = r.failure_reason.unwrap();
+    assert!(
+        reason.contains("non-ASCII local part") && reason.contains("SMTPUTF8"),
+        "{reason}"
+    );
+}

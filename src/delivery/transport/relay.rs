@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use lettre::Message;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
-use lettre::transport::smtp::extension::{ClientId, Extension};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -158,36 +159,77 @@ impl Connections {
     }
 
     /// Sends one message on a pooled (or new) connection and returns the server's final
-    /// reply; `_permit` (from [`Connections::reserve`]) is held until it is done. Not
-    /// bounded in time here: the caller wraps it in its timeout, and a send cut short drops
-    /// its connection with it.
+    /// reply with the envelope recipients it refused; `_permit` (from
+    /// [`Connections::reserve`]) is held until it is done. Not bounded in time here: the
+    /// caller wraps it in its timeout, and a send cut short drops its connection with it.
+    ///
+    /// `primary` is the row's To address: only its refusal fails the send. A Cc or Bcc the
+    /// server refuses is returned in [`Delivered::refused`] and the message goes to the
+    /// recipients it accepted (lettre's own `send` gives up on the first refused RCPT).
     pub(super) async fn send(
         self: &Arc<Self>,
         _permit: OwnedSemaphorePermit,
         message: &Message,
-    ) -> Result<Response, SendFailure> {
+        primary: &str,
+    ) -> Result<Delivered, SendFailure> {
         self.reaper.get_or_init(|| {
             tokio::spawn(close_idle(Arc::downgrade(self)));
         });
         let mut conn = self.checkout().await?;
         let bytes = message.formatted();
-        // Built as 8bit for a relay that announced 8BITMIME, but this connection's server
-        // does not: lettre would refuse it as a permanent client error. It is retried
-        // instead, and built 7bit-safe then.
-        if !bytes.is_ascii() && !conn.server_info().supports_feature(Extension::EightBitMime) {
-            self.eight_bit.store(false, Ordering::Relaxed);
-            self.checkin(conn);
-            return Err(SendFailure::transient(
-                "the relay stopped announcing 8BITMIME; the email is retried encoded for 7bit",
-            ));
-        }
-        match conn.send(message.envelope(), &bytes).await {
-            Ok(response) => {
+        let envelope = message.envelope();
+        let mut mail_options = Vec::new();
+        // An IDN domain is already punycode (message::ascii_domain); what is left is a
+        // non-ASCII local part, which only an SMTPUTF8 server can take. Checked before the
+        // 8bit test: its header is what makes the message 8bit, and no retry cures it.
+        let non_ascii = |a: &lettre::Address| !AsRef::<str>::as_ref(a).is_ascii();
+        if envelope.to().iter().chain(envelope.from()).any(non_ascii) {
+            if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
                 self.checkin(conn);
-                Ok(response)
+                let who = envelope
+                    .to()
+                    .iter()
+                    .chain(envelope.from())
+                    .find(|a| non_ascii(a))
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                return Err(SendFailure::permanent(format!(
+                    "the address {who} has a non-ASCII local part and the relay does not offer SMTPUTF8"
+                )));
             }
-            // lettre has already closed a connection that saw an error.
-            Err(e) => Err(SendFailure::from_smtp_error(&e)),
+            mail_options.push(MailParameter::SmtpUtfEight);
+        }
+        if !bytes.is_ascii() {
+            // Built as 8bit for a relay that announced 8BITMIME, but this connection's
+            // server does not: retried, and built 7bit-safe then.
+            if !conn.server_info().supports_feature(Extension::EightBitMime) {
+                self.eight_bit.store(false, Ordering::Relaxed);
+                self.checkin(conn);
+                return Err(SendFailure::transient(
+                    "the relay stopped announcing 8BITMIME; the email is retried encoded for 7bit",
+                ));
+            }
+            mail_options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        match transaction(&mut conn, envelope, &bytes, primary, mail_options).await {
+            Ok(delivered) => {
+                self.checkin(conn);
+                Ok(delivered)
+            }
+            Err((e, Connection::Usable)) => {
+                // The server refused in words and still listens: reset its transaction and
+                // keep the connection.
+                if conn.command(Rset).await.is_ok() {
+                    self.checkin(conn);
+                } else {
+                    conn.abort().await;
+                }
+                Err(e)
+            }
+            Err((e, Connection::Broken)) => {
+                conn.abort().await;
+                Err(e)
+            }
         }
     }
 
@@ -289,6 +331,74 @@ impl Connections {
             i.conn.abort().await;
         }
     }
+}
+
+/// What the server did with a message it took.
+#[derive(Debug)]
+pub(super) struct Delivered {
+    /// The reply to the end of DATA.
+    pub(super) response: Response,
+    /// Cc/Bcc recipients refused at RCPT; the message went to the others.
+    pub(super) refused: Vec<Refused>,
+}
+
+/// An envelope recipient the server refused, with its reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub address: String,
+    pub failure: SendFailure,
+}
+
+/// Whether a connection may be used again after a failed transaction.
+enum Connection {
+    Usable,
+    Broken,
+}
+
+/// MAIL, one RCPT per recipient, DATA. A refusal of `primary` (or of MAIL or DATA) fails
+/// the transaction; a refused other recipient is noted and skipped.
+async fn transaction(
+    conn: &mut AsyncSmtpConnection,
+    envelope: &lettre::address::Envelope,
+    bytes: &[u8],
+    primary: &str,
+    mail_options: Vec<MailParameter>,
+) -> Result<Delivered, (SendFailure, Connection)> {
+    // A negative reply leaves the connection usable; anything else (I/O, a reply that does
+    // not parse) leaves it mid-command.
+    let fail = |e: lettre::transport::smtp::Error| {
+        let state = if e.is_transient() || e.is_permanent() {
+            Connection::Usable
+        } else {
+            Connection::Broken
+        };
+        (SendFailure::from_smtp_error(&e), state)
+    };
+    conn.command(Mail::new(envelope.from().cloned(), mail_options))
+        .await
+        .map_err(fail)?;
+    let mut refused = Vec::new();
+    for rcpt in envelope.to() {
+        match conn.command(Rcpt::new(rcpt.clone(), vec![])).await {
+            Ok(_) => {}
+            Err(e) if AsRef::<str>::as_ref(rcpt).eq_ignore_ascii_case(primary) => {
+                return Err(fail(e));
+            }
+            Err(e) if e.is_transient() || e.is_permanent() => refused.push(Refused {
+                address: rcpt.to_string(),
+                failure: SendFailure::from_smtp_error(&e),
+            }),
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    if refused.len() == envelope.to().len() {
+        // Only reachable when no envelope recipient is `primary`: nothing to send to.
+        let first = refused.swap_remove(0);
+        return Err((first.failure, Connection::Usable));
+    }
+    conn.command(Data).await.map_err(fail)?;
+    let response = conn.message(bytes).await.map_err(fail)?;
+    Ok(Delivered { response, refused })
 }
 
 /// Closes connections idle past [`IDLE_TIMEOUT`], so an idle worker does not hold the
