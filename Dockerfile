@@ -23,10 +23,12 @@ RUN mkdir src \
     && rm -rf src target/release/adopt-worker* target/release/deps/adopt_worker-* \
         target/release/deps/libadopt_worker-* target/release/.fingerprint/adopt-worker-*
 
-# The crate: migrations and config/default.toml are compiled into the binary.
+# The crate: migrations, config/default.toml and templates/layout.html are compiled into
+# the binary (tests/it/ops.rs checks that every file the build reads is copied here).
 COPY src src
 COPY migrations migrations
 COPY config config
+COPY templates templates
 RUN cargo build --release --locked \
     && strip --strip-debug target/release/adopt-worker
 
@@ -58,8 +60,8 @@ EXPOSE 8080
 
 # The slim base has no curl or wget. Rather than add one (and its libraries) only for this,
 # bash, which the base image has, sends the request itself over /dev/tcp and checks the
-# status line. It uses the port of HTTP_ADDR. Disable it for `run --no-api` workers, which
-# serve no HTTP.
+# status line. It uses the port of HTTP_ADDR, where `run --no-api` workers serve /healthz
+# too (unless http.metrics_addr moves it).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${HTTP_ADDR##*:} && printf 'GET /healthz HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
 

@@ -149,6 +149,25 @@ pub struct HttpSettings {
     pub idle_timeout_secs: u64,
     /// Requests per minute to the public `/u/` and `/t/` routes per client address; 0: off.
     pub public_rate_per_minute: u32,
+    /// A separate (typically private) address for `/metrics`, `/readyz` and `/healthz`;
+    /// `None` (empty): they are served on `addr`. A process without the API serves them
+    /// here, or on `addr` when this is empty.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// An address, or `None` for an empty value.
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an address like 127.0.0.1:9090: {e}"
+        ))
+    })
 }
 
 impl HttpSettings {
@@ -291,13 +310,16 @@ impl Settings {
                 nested.insert(path.to_string(), figment::value::Value::from(value.clone()));
             }
         }
+        let defaults = Figment::from(Toml::string(DEFAULT_TOML));
         for (path, value) in nested {
-            // Secrets stay strings whatever they look like ("0123..." must not become a number).
-            let value = if path.ends_with("secret") {
-                value
-            } else {
-                parse_env_value(value)
-            };
+            // A key whose default is text takes any value as text (`provider_id = 123`,
+            // `from_name = true`); secrets stay strings whatever they look like.
+            let text = path.ends_with("secret")
+                || matches!(
+                    defaults.find_value(&path),
+                    Ok(figment::value::Value::String(..))
+                );
+            let value = if text { value } else { parse_env_value(value) };
             figment = figment.merge((path.as_str(), value));
         }
         let mut settings: Settings = figment
@@ -335,6 +357,9 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         let w = &self.worker;
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if let Err(problem) = check_log_level(&self.log.level) {
+            return invalid(problem);
+        }
         if w.batch_size == 0 || w.concurrency == 0 {
             return invalid("worker.batch_size and worker.concurrency must be at least 1".into());
         }
@@ -510,6 +535,40 @@ impl TrackingSettings {
 }
 
 /// Env values are strings; let numbers and booleans through as such so typed fields parse.
+/// `log.level` as tracing's filter reads it, refusing what would silently log nothing: a
+/// bare word is a level (`trace`, `debug`, `info`, `warn`, `error`, `off`), never a target
+/// (`verbose` or `warning` would otherwise be taken as a module name and hide every log,
+/// WARN included); `target=level` directives are checked by the filter's own parser.
+fn check_log_level(level: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let refuse = |why: String| {
+        Err(format!(
+            "log.level {level:?}: {why}; use one of {} or target=level directives such as \"info,adopt_worker=debug\"",
+            LEVELS.join(", ")
+        ))
+    };
+    if level.trim().is_empty() {
+        return refuse("it is empty".into());
+    }
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match directive.split_once('=') {
+            None if !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) => {
+                return refuse(format!("{directive:?} is not a level"));
+            }
+            None => {}
+            Some((_, lvl)) if !LEVELS.contains(&lvl.trim().to_ascii_lowercase().as_str()) => {
+                return refuse(format!("{lvl:?} in {directive:?} is not a level"));
+            }
+            Some(_) => {
+                if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(directive) {
+                    return refuse(format!("{directive:?} does not parse: {e}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn parse_env_value(value: figment::value::Value) -> figment::value::Value {
     use figment::value::Value;
     let Value::String(tag, s) = &value else {
@@ -559,6 +618,45 @@ mod tests {
         assert_eq!(s.smtp.url, "");
         assert_eq!(s.worker.batch_size, 32);
         assert_eq!(s.log.format, LogFormat::Human);
+    }
+
+    #[test]
+    fn text_keys_take_any_value_from_the_environment() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("ADOPT__SMTP__PROVIDER_ID", "123"),
+                ("ADOPT__AUTH__JWT_AUDIENCE", "12345"),
+                ("ADOPT__APP__FROM_NAME", "true"),
+                ("ADOPT__WORKER__BATCH_SIZE", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.smtp.provider_id, "123");
+        assert_eq!(s.auth.jwt_audience, "12345");
+        assert_eq!(s.app.from_name, "true");
+        assert_eq!(s.worker.batch_size, 7, "numbers stay numbers");
+    }
+
+    #[test]
+    fn a_log_level_that_would_hide_every_log_is_refused_by_name() {
+        for bad in ["verbose", "warning", "info,adopt_worker=loud", ""] {
+            let e = Settings::load_from(None, env(&[("ADOPT__LOG__LEVEL", bad)]))
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} was accepted"))
+                .to_string();
+            assert!(e.contains("log.level"), "{e}");
+        }
+        for good in [
+            "warn",
+            "INFO",
+            "info,adopt_worker=debug",
+            "off",
+            "info,sqlx=warn",
+        ] {
+            Settings::load_from(None, env(&[("ADOPT__LOG__LEVEL", good)]))
+                .unwrap_or_else(|e| panic!("{good:?}: {e}"));
+        }
     }
 
     #[test]

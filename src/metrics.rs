@@ -222,15 +222,15 @@ pub const JOB_RUNS: MetricDef = def(
     "adopt_worker_job_runs_total",
     Counter,
     Unit::Count,
-    &["job", "outcome"],
-    "Scheduled job runs by job and outcome (succeeded, failed, skipped: another process owned the slot).",
+    &["task", "outcome"],
+    "Scheduled job runs by job (`task`) and outcome (succeeded, failed, skipped: another process owned the slot).",
     &[],
 );
 pub const JOB_DURATION: MetricDef = def(
     "adopt_worker_job_duration_seconds",
     Histogram,
     Unit::Seconds,
-    &["job"],
+    &["task"],
     "Duration of scheduled job runs.",
     JOB_BUCKETS,
 );
@@ -238,8 +238,16 @@ pub const JOB_LAST_SUCCESS: MetricDef = def(
     "adopt_worker_job_last_success_timestamp_seconds",
     Gauge,
     Unit::Seconds,
-    &["job"],
+    &["task"],
     "Unix time of the job's last successful run in this process (absent until the first one).",
+    &[],
+);
+pub const JOB_INTERVAL: MetricDef = def(
+    "adopt_worker_job_interval_seconds",
+    Gauge,
+    Unit::Seconds,
+    &["task"],
+    "The longest time between two runs of a scheduled job, from its schedule: staleness alerts compare the last success with it.",
     &[],
 );
 pub const HTTP_REQUESTS: MetricDef = def(
@@ -318,6 +326,7 @@ pub const CATALOGUE: &[&MetricDef] = &[
     &JOB_RUNS,
     &JOB_DURATION,
     &JOB_LAST_SUCCESS,
+    &JOB_INTERVAL,
     &HTTP_REQUESTS,
     &HTTP_DURATION,
     &TRACKING_EVENTS,
@@ -416,12 +425,17 @@ pub fn lease_reclaims(rows: u64) {
 
 /// A scheduled job run ended. A success also stamps the job's last-success time.
 pub fn job_run(job: Job, outcome: JobOutcome, elapsed: Duration) {
-    counter!(JOB_RUNS.name, "job" => job.as_str(), "outcome" => outcome.as_str()).increment(1);
-    histogram!(JOB_DURATION.name, "job" => job.as_str()).record(elapsed);
+    counter!(JOB_RUNS.name, "task" => job.as_str(), "outcome" => outcome.as_str()).increment(1);
+    histogram!(JOB_DURATION.name, "task" => job.as_str()).record(elapsed);
     if outcome == JobOutcome::Succeeded {
         let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-        gauge!(JOB_LAST_SUCCESS.name, "job" => job.as_str()).set(now);
+        gauge!(JOB_LAST_SUCCESS.name, "task" => job.as_str()).set(now);
     }
+}
+
+/// A scheduled job's longest gap between runs (see [`JOB_INTERVAL`]).
+pub fn job_interval(job: Job, interval: Duration) {
+    gauge!(JOB_INTERVAL.name, "task" => job.as_str()).set(interval.as_secs_f64());
 }
 
 /// An open pixel was fetched or a tracked link followed.
@@ -539,9 +553,9 @@ pub fn register_series() {
     }
     for job in Job::ALL {
         for o in JobOutcome::ALL {
-            counter!(JOB_RUNS.name, "job" => job.as_str(), "outcome" => o.as_str()).increment(0);
+            counter!(JOB_RUNS.name, "task" => job.as_str(), "outcome" => o.as_str()).increment(0);
         }
-        let _ = histogram!(JOB_DURATION.name, "job" => job.as_str());
+        let _ = histogram!(JOB_DURATION.name, "task" => job.as_str());
     }
     for e in TrackingEvent::ALL {
         counter!(TRACKING_EVENTS.name, "event" => e.as_str()).increment(0);

@@ -138,15 +138,42 @@ impl App {
         } else {
             smtp.pool_size
         });
-        // Gauges are only worth sampling where /metrics is served.
-        let sampler = parts.api.then(|| {
-            tokio::spawn(metrics::run_sampler(
-                self.pool.clone(),
-                prometheus.clone(),
-                self.settings.metrics.sample_interval(),
-                stop_rx.clone(),
-            ))
-        });
+        // Every process serves /metrics, so every process samples the queue gauges.
+        let sampler = Some(tokio::spawn(metrics::run_sampler(
+            self.pool.clone(),
+            prometheus.clone(),
+            self.settings.metrics.sample_interval(),
+            stop_rx.clone(),
+        )));
+
+        // The operations listener: `http.metrics_addr` when set, else `http.addr` in a
+        // process without the API, so that every process that sends can be scraped.
+        let ops_addr = match (self.settings.http.metrics_addr, parts.api) {
+            (Some(addr), _) => Some(addr),
+            (None, false) => Some(self.settings.http.addr),
+            (None, true) => None,
+        };
+        let ops = match ops_addr {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?;
+                info!(%addr, "serving /metrics, /readyz and /healthz");
+                let state = api::ApiState::new(
+                    &self.settings,
+                    self.pool.clone(),
+                    stop_rx.clone(),
+                    prometheus.clone(),
+                );
+                Some(tokio::spawn(api::serve_ops(
+                    listener,
+                    state,
+                    stop_rx.clone(),
+                    http_stop.clone(),
+                )))
+            }
+            None => None,
+        };
 
         let api = match (parts.api, listener) {
             (true, Some(listener)) => {
@@ -231,6 +258,9 @@ impl App {
         let _ = workers_done.send(true);
         if let Some(api) = api {
             let _ = api.await;
+        }
+        if let Some(ops) = ops {
+            let _ = ops.await;
         }
         if let Some(sampler) = sampler {
             sampler.abort();

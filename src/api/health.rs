@@ -112,8 +112,27 @@ pub async fn readyz(State(state): State<ApiState>) -> (StatusCode, axum::Json<Re
 /// Prometheus metrics of this process (the catalogue in `src/metrics.rs`).
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text exposition format",
-        content_type = "text/plain; version=0.0.4")))]
-pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+        content_type = "text/plain; version=0.0.4"),
+        (status = 404, description = "Served on `http.metrics_addr` instead", body = super::error::ErrorBody)))]
+pub async fn metrics(State(state): State<ApiState>) -> axum::response::Response {
+    if state.settings().http.metrics_addr.is_some() {
+        return super::error::ApiError::new(
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            "no such route",
+        )
+        .into_response();
+    }
+    exposition(&state).into_response()
+}
+
+/// `/metrics` on the operations listener (`http.metrics_addr`, or `http.addr` in a process
+/// without the API).
+pub async fn ops_metrics(State(state): State<ApiState>) -> axum::response::Response {
+    exposition(&state).into_response()
+}
+
+fn exposition(state: &ApiState) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,

@@ -243,6 +243,29 @@ async fn fallback() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
 }
 
+/// The operations listener's routes: `/metrics`, `/readyz`, `/healthz`, nothing else.
+pub fn ops_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(health::ops_metrics))
+        .route("/readyz", axum::routing::get(health::readyz))
+        .route("/healthz", axum::routing::get(health::healthz))
+        .fallback(fallback)
+        .with_state(state)
+        .layer(axum::middleware::map_response(error::json_errors))
+}
+
+/// Serves [`ops_router`] on `listener` until `stop` turns true, bounded like the API.
+pub async fn serve_ops(
+    listener: TcpListener,
+    state: ApiState,
+    stopping: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+) {
+    let settings = state.settings();
+    let limits = server::Limits::new(&settings.http, settings.worker.shutdown_grace());
+    server::serve(listener, ops_router(state), limits, stopping, stop).await;
+}
+
 /// Serves the API on `listener` (bounded as [`server`] describes) until `stop` turns true;
 /// `stopping` turning true starts the shutdown grace period.
 pub async fn serve(

@@ -355,6 +355,7 @@ pub fn register(mut monitor: Monitor, jobs: &Jobs) -> Monitor {
                 continue;
             }
         };
+        metrics::job_interval(metric_job(job), schedule.interval());
         if job == JobName::Reclaim {
             // As the reaper always did: once at start, so rows a crashed predecessor left
             // `sending` come back without waiting for the first tick.
@@ -456,19 +457,23 @@ async fn prune_runs(
 /// `adopt_worker_job_last_success_timestamp_seconds`). Without a recorder (the CLI) they go
 /// nowhere.
 fn record_job_metrics(job: JobName, outcome: RunOutcome, duration: Duration) {
-    let job = match job {
-        JobName::Digest => metrics::Job::Digest,
-        JobName::ExpireApplications => metrics::Job::ExpireApplications,
-        JobName::ExpireModeration => metrics::Job::ExpireModeration,
-        JobName::AuditPartitions => metrics::Job::AuditPartitions,
-        JobName::Reclaim => metrics::Job::Reclaim,
-    };
+    let job = metric_job(job);
     let outcome = match outcome {
         RunOutcome::Succeeded => metrics::JobOutcome::Succeeded,
         RunOutcome::Failed => metrics::JobOutcome::Failed,
         RunOutcome::Skipped => metrics::JobOutcome::Skipped,
     };
     metrics::job_run(job, outcome, duration);
+}
+
+fn metric_job(job: JobName) -> metrics::Job {
+    match job {
+        JobName::Digest => metrics::Job::Digest,
+        JobName::ExpireApplications => metrics::Job::ExpireApplications,
+        JobName::ExpireModeration => metrics::Job::ExpireModeration,
+        JobName::AuditPartitions => metrics::Job::AuditPartitions,
+        JobName::Reclaim => metrics::Job::Reclaim,
+    }
 }
 
 #[cfg(test)]

@@ -124,6 +124,23 @@ impl JobSchedule {
             JobSchedule::Cron(_) => now,
         }
     }
+
+    /// The longest time between two runs: the interval, or for a cron expression the
+    /// widest gap among its next 64 fires (a weekday schedule's weekend, say). What a
+    /// staleness alert compares the last success with.
+    pub fn interval(&self) -> Duration {
+        match self {
+            JobSchedule::Every(every) => *every,
+            JobSchedule::Cron(s) => {
+                let fires: Vec<_> = s.upcoming(Utc).take(65).collect();
+                fires
+                    .windows(2)
+                    .filter_map(|w| (w[1] - w[0]).to_std().ok())
+                    .max()
+                    .unwrap_or(Duration::from_secs(24 * 3600))
+            }
+        }
+    }
 }
 
 impl apalis_cron::Schedule<Utc> for JobSchedule {
@@ -182,6 +199,20 @@ mod tests {
         bad.digest_schedule = "*/5 * * * *".into();
         let err = bad.validate(lease).unwrap_err();
         assert!(err.contains("jobs.digest_schedule"), "{err}");
+    }
+
+    #[test]
+    fn a_schedule_knows_its_longest_gap() {
+        let every = JobSchedule::Every(Duration::from_secs(300));
+        assert_eq!(every.interval(), Duration::from_secs(300));
+        let cron =
+            |text: &str| JobSchedule::Cron(Box::new(cron::Schedule::from_str(text).unwrap()));
+        assert_eq!(cron("0 */15 * * * *").interval(), Duration::from_secs(900));
+        // Weekdays at 09:00: the weekend is the widest gap.
+        assert_eq!(
+            cron("0 0 9 * * Mon-Fri").interval(),
+            Duration::from_secs(3 * 24 * 3600)
+        );
     }
 
     #[test]

@@ -72,6 +72,8 @@ impl Fleet {
         let log = std::fs::File::create(log).unwrap();
         let mut cmd = Command::from(bin());
         cmd.args(["run", "--no-api"])
+            // Each process serves /metrics; several on one host need their own ports.
+            .env("HTTP_ADDR", "127.0.0.1:0")
             .env_remove("RUST_LOG")
             .env_remove("ADOPT_CONFIG")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

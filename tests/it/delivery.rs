@@ -586,6 +586,7 @@ fn spawn_run(db: &TestDb, smtp: &TestSmtp, extra: &[(&str, &str)]) -> tokio::pro
     let mut cmd = tokio::process::Command::from(bin());
     cmd.arg("run")
         .arg("--no-api")
+        .env("HTTP_ADDR", "127.0.0.1:0")
         .env("DATABASE_URL", &db.url)
         .env("SMTP_URL", smtp.url())
         .env("RUST_LOG", "warn")

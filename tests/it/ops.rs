@@ -231,7 +231,7 @@ async fn metrics_endpoint_passes_promtool_and_exports_the_whole_catalogue() {
     at_least_one(
         r#"adopt_worker_http_request_duration_seconds_count{route="/readyz",method="GET"}"#,
     );
-    at_least_one(r#"adopt_worker_job_runs_total{job="reclaim",outcome="succeeded"}"#);
+    at_least_one(r#"adopt_worker_job_runs_total{task="reclaim",outcome="succeeded"}"#);
     at_least_one(r#"adopt_worker_build_info{version="0.1.0"}"#);
     assert_eq!(
         sample(&text, "adopt_worker_smtp_pool_max_connections"),
@@ -689,5 +689,333 @@ async fn logs_never_show_smtp_or_database_passwords() {
         }
         // AUTH PLAIN would carry base64("\0mailer\0<password>").
         assert!(!logs.contains("AUTH"), "{logs}");
+    }
+}
+
+/// A Prometheus tool (`promtool`, `prometheus`) or, outside CI, `None` with a note. In CI
+/// (`CI` set) it must be there: scripts/test installs it.
+fn prometheus_tool(name: &'static str) -> Option<&'static str> {
+    let found = std::process::Command::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "{name} is not installed (scripts/install-deps --promtool installs it)"
+    );
+    if !found {
+        eprintln!("SKIPPED: {name} is not installed (scripts/install-deps --promtool)");
+    }
+    found.then_some(name)
+}
+
+#[test]
+fn no_metric_uses_a_label_prometheus_takes_for_itself() {
+    // The scrape sets `job` and `instance`: a metric's own label of that name would be
+    // renamed `exported_job`/`exported_instance`, and every rule on it would miss.
+    for def in CATALOGUE {
+        for label in def.labels {
+            assert!(
+                !matches!(*label, "job" | "instance") && !label.starts_with("__"),
+                "{} has the label {label:?}, which Prometheus takes over",
+                def.name
+            );
+        }
+    }
+}
+
+#[test]
+fn every_alert_fires_in_its_promtool_unit_test() {
+    let rules = std::fs::read_to_string(repo_file("deploy/prometheus/alerts.yml")).unwrap();
+    let tests = std::fs::read_to_string(repo_file("deploy/prometheus/alerts.test.yml")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 10, "{alerts:?}");
+    for alert in &alerts {
+        // A case for the alert that expects it to fire (exp_alerts with labels).
+        let fires = tests.split("alertname: ").skip(1).any(|case| {
+            case.starts_with(&format!("{alert}\n"))
+                && case
+                    .lines()
+                    .nth(1)
+                    .is_some_and(|l| l.trim() == "exp_alerts:")
+        });
+        assert!(fires, "{alert} has no promtool case in which it fires");
+    }
+    let Some(promtool) = prometheus_tool("promtool") else {
+        return;
+    };
+    let out = std::process::Command::new(promtool)
+        .args(["test", "rules", "alerts.test.yml"])
+        .current_dir(repo_file("deploy/prometheus"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits for Prometheus at `base` to answer `query` with at least one series.
+async fn prometheus_query(
+    http: &reqwest::Client,
+    base: &str,
+    query: &str,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = match http
+            .get(format!("{base}/api/v1/query"))
+            .query(&[("query", query)])
+            .send()
+            .await
+        {
+            Ok(r) => r
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|v| v["data"]["result"].as_array().cloned())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        if !found.is_empty() || std::time::Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_real_prometheus_with_the_shipped_config_sees_every_job_on_its_own() {
+    let Some(prometheus) = prometheus_tool("prometheus") else {
+        return;
+    };
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    // A process without the API, as in a split deployment: it must be scrapable too.
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let mut s = settings(
+        &db,
+        Some(&smtp.url()),
+        None,
+        &[("ADOPT__METRICS__SAMPLE_INTERVAL_SECS", "1")],
+    );
+    s.http.addr = metrics_addr.parse().unwrap();
+    let app = app(s);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let parts = Parts {
+        workers: true,
+        api: false,
+    };
+    let task = tokio::spawn(async move {
+        app.run_until_stopped(None, parts, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+
+    // The shipped configuration, with only the target and the rule file's path changed.
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(repo_file("deploy/prometheus/prometheus.yml")).unwrap();
+    assert!(shipped.contains("\"worker:8080\""), "{shipped}");
+    let config = shipped
+        .replace("\"worker:8080\"", &format!("\"{metrics_addr}\""))
+        .replace("scrape_interval: 15s", "scrape_interval: 1s")
+        .replace(
+            "  - alerts.yml",
+            &format!(
+                "  - {}",
+                repo_file("deploy/prometheus/alerts.yml").display()
+            ),
+        );
+    let config_path = dir.path().join("prometheus.yml");
+    std::fs::write(&config_path, config).unwrap();
+    let web_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new(prometheus)
+        .arg(format!("--config.file={}", config_path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{web_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{web_port}");
+    let http = reqwest::Client::new();
+
+    let runs = prometheus_query(&http, &base, "adopt_worker_job_runs_total").await;
+    let intervals = prometheus_query(&http, &base, "adopt_worker_job_interval_seconds").await;
+    let rules: serde_json::Value = http
+        .get(format!("{base}/api/v1/rules"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+
+    assert!(
+        !runs.is_empty(),
+        "Prometheus scraped nothing from {metrics_addr}"
+    );
+    let mut tasks = BTreeSet::new();
+    for series in &runs {
+        let labels = &series["metric"];
+        assert_eq!(labels["job"], "adopt-worker", "{labels}");
+        assert!(labels.get("exported_job").is_none(), "{labels}");
+        tasks.insert(labels["task"].as_str().unwrap().to_string());
+    }
+    let expected: BTreeSet<String> = metrics::Job::ALL
+        .iter()
+        .map(|j| j.as_str().to_string())
+        .collect();
+    assert_eq!(tasks, expected, "one series set per scheduled job");
+    let scheduled: BTreeSet<String> = intervals
+        .iter()
+        .map(|s| s["metric"]["task"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        scheduled, expected,
+        "every scheduled job exports its interval"
+    );
+    let loaded: Vec<&str> = rules["data"]["groups"][0]["rules"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|r| r["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(loaded.contains(&"AdoptWorkerJobStale"), "{rules}");
+}
+
+#[tokio::test]
+async fn metrics_addr_keeps_metrics_off_the_public_listener() {
+    let db = TestDb::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ops = format!("http://127.0.0.1:{port}");
+    let mut s = settings(&db, None, None, &[]);
+    s.http.metrics_addr = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    let running = crate::helpers::Running::start_api_only(s).await;
+    let http = reqwest::Client::new();
+
+    let public = http.get(running.url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        public.status(),
+        404,
+        "/metrics is not on the public listener"
+    );
+    let ok = eventually(Duration::from_secs(10), || async {
+        http.get(format!("{ops}/metrics"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(ok, "/metrics on http.metrics_addr");
+    let body = http
+        .get(format!("{ops}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("adopt_worker_build_info"), "{body}");
+    let ready = http.get(format!("{ops}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let api = http.get(format!("{ops}/v1/emails")).send().await.unwrap();
+    assert_eq!(
+        api.status(),
+        404,
+        "the API is not on the operations listener"
+    );
+    running.stop().await;
+}
+
+#[test]
+fn the_dockerfile_builder_copies_every_file_the_build_reads() {
+    // No Docker engine here: check statically that every path the compiler reads outside
+    // src/ (include_str!, include_bytes!, sqlx::migrate!) lies under a directory the
+    // builder stage copies before `cargo build`.
+    let dockerfile = std::fs::read_to_string(repo_file("Dockerfile")).unwrap();
+    let builder = dockerfile
+        .split("FROM debian")
+        .next()
+        .expect("a builder stage");
+    let copied: Vec<String> = builder
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .flat_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            parts[..parts.len() - 1]
+                .iter()
+                .map(|p| p.trim_end_matches('/').to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut read = Vec::new();
+    let src = repo_file("src");
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for macro_name in ["include_str!(\"", "include_bytes!(\"", "migrate!(\""] {
+                for rest in text.split(macro_name).skip(1) {
+                    let arg = rest.split('"').next().unwrap();
+                    // include_* are relative to the file, migrate! to the crate root.
+                    let target = if macro_name == "migrate!(\"" {
+                        repo_file(arg)
+                    } else {
+                        path.parent().unwrap().join(arg)
+                    };
+                    let target = target.canonicalize().unwrap_or(target);
+                    let root = repo_file("").canonicalize().unwrap();
+                    let relative = target
+                        .strip_prefix(&root)
+                        .unwrap_or(&target)
+                        .to_string_lossy()
+                        .into_owned();
+                    read.push(relative);
+                }
+            }
+        }
+    }
+    assert!(
+        read.iter().any(|r| r.starts_with("templates/")),
+        "the scan finds the embedded layout: {read:?}"
+    );
+    for path in &read {
+        assert!(
+            copied
+                .iter()
+                .any(|c| path == c || path.starts_with(&format!("{c}/"))),
+            "the build reads {path}, which the Dockerfile's builder stage does not copy (copied: {copied:?})"
+        );
     }
 }
