@@ -156,6 +156,13 @@ pub async fn pets_location_kind(pool: &PgPool) -> Result<String, sqlx::Error> {
 /// True when every migration this binary knows has been applied (readiness).
 pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    // A database never migrated has no bookkeeping table: every migration is pending.
+    let tracked: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !tracked {
+        return Ok(latest == 0);
+    }
     let applied: Option<i64> =
         sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
             .fetch_one(pool)

@@ -231,21 +231,20 @@ impl App {
             );
             let monitor = jobs::register(monitor, &Jobs::new(self.pool.clone(), &self.settings));
             let stop = stop_rx.clone();
+            let (pool, deliverer, claimed) =
+                (self.pool.clone(), self.deliverer.clone(), buffer.clone());
             let result = monitor
                 .run_with_signal(async move {
                     wait_for(stop).await;
+                    // Claimed but not handed to SMTP: back to the queue the moment the
+                    // signal arrives, not after the sends in flight (or the lease).
+                    deliverer.begin_shutdown();
+                    release_unsent(&pool, &claimed).await;
                     Ok(())
                 })
                 .await;
-            // Claimed but never handed to SMTP: back to the queue now, not after the lease.
-            let unsent = buffer.take_all().await;
-            match queue::release(&self.pool, &unsent).await {
-                Ok(n) if n > 0 => info!(released = n, "returned unsent claimed rows to the queue"),
-                Ok(_) => {}
-                Err(e) => {
-                    warn!(error = %e, "could not release claimed rows; the lease reaper will")
-                }
-            }
+            // A claim that landed while the monitor stopped.
+            release_unsent(&self.pool, &buffer).await;
             let _ = usage.await;
             // Sends still in flight when the periodic flush stopped have finished now.
             if let Err(e) = self.templates.flush_usage().await {
@@ -270,6 +269,16 @@ impl App {
         }
         info!("adopt-worker stopped");
         Ok(())
+    }
+}
+
+/// Returns the rows claimed into `buffer` and not yet taken by a send task to `queued`.
+async fn release_unsent(pool: &sqlx::PgPool, buffer: &ClaimBuffer) {
+    let unsent = buffer.take_all().await;
+    match queue::release(pool, &unsent).await {
+        Ok(n) if n > 0 => info!(released = n, "returned unsent claimed rows to the queue"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "could not release claimed rows; the lease reaper will"),
     }
 }
 

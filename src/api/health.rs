@@ -53,15 +53,28 @@ pub struct Readiness {
         (status = 503, description = "Not ready; `failed` says why", body = Readiness)))]
 pub async fn readyz(State(state): State<ApiState>) -> (StatusCode, axum::Json<Readiness>) {
     let pool = state.pool();
-    let database =
-        match tokio::time::timeout(READY_DB_TIMEOUT, sqlx::query("SELECT 1").execute(pool)).await {
-            Ok(Ok(_)) => "ok",
-            Ok(Err(e)) => {
+    // The pool keeps trying to connect for its own acquire timeout (longer than the
+    // probe's), so a database that is down would only ever read "timeout". A direct
+    // connection attempt, started when the pool is not quick, tells "down" from "slow".
+    let direct = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let options = pool.connect_options();
+        <sqlx::postgres::PgConnection as sqlx::Connection>::connect_with(&options).await
+    };
+    let database = tokio::select! {
+        r = sqlx::query("SELECT 1").execute(pool) => match r {
+            Ok(_) => "ok",
+            Err(e) => {
                 warn!(error = %e, "readiness: database unreachable");
                 "unreachable"
             }
-            Err(_) => "timeout",
-        };
+        },
+        Err(e) = direct => {
+            warn!(error = %e, "readiness: database unreachable");
+            "unreachable"
+        }
+        _ = tokio::time::sleep(READY_DB_TIMEOUT) => "timeout",
+    };
     let migrations = if database != "ok" {
         "unknown"
     } else {

@@ -75,6 +75,9 @@ pub struct Deliverer {
     policy: Arc<DeliveryPolicy>,
     limiter: Option<Arc<RateLimiter>>,
     templates: Templates,
+    /// Turns true when the process begins to shut down: a row not yet handed to SMTP is
+    /// released at once rather than waiting for a send slot.
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Deliverer {
@@ -93,7 +96,19 @@ impl Deliverer {
             policy: Arc::new(policy),
             limiter,
             templates,
+            stopping: Arc::new(tokio::sync::watch::channel(false).0),
         }
+    }
+
+    /// Shutdown has begun: rows not yet handed to SMTP go back to the queue from now on
+    /// (sends already talking to the relay finish).
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    async fn shutting_down(&self) {
+        let mut rx = self.stopping.subscribe();
+        let _ = rx.wait_for(|stop| *stop).await;
     }
 
     pub fn transport(&self) -> &Transport {
@@ -187,14 +202,22 @@ impl Deliverer {
                 );
             }
         };
-        if let Some(limiter) = &self.limiter {
-            limiter.until_ready().await;
-        }
         // The connection first, then the lease check: waiting for a free connection can be
-        // long when the relay is slow, and must not eat into the send's own time.
-        let slot = match self.transport.reserve().await {
-            Ok(slot) => slot,
-            Err(failure) => return (self.classify(email, failure), rendered),
+        // long when the relay is slow, and must not eat into the send's own time. Either
+        // wait ends at shutdown: the row goes back to the queue unsent.
+        let ready = async {
+            if let Some(limiter) = &self.limiter {
+                limiter.until_ready().await;
+            }
+            self.transport.reserve().await
+        };
+        let slot = tokio::select! {
+            biased;
+            _ = self.shutting_down() => return (Outcome::Released, None),
+            r = ready => match r {
+                Ok(slot) => slot,
+                Err(failure) => return (self.classify(email, failure), rendered),
+            },
         };
         if !self.fits_in_lease(email) {
             return (Outcome::Released, None);

@@ -1001,3 +1001,51 @@ async fn international_addresses_go_out_as_the_relay_can_take_them() {
         "{reason}"
     );
 }
+
+#[tokio::test]
+async fn at_sigterm_rows_not_yet_handed_to_smtp_go_back_at_once() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    // One relay connection, each message held 4 s at the end of DATA: of the rows claimed,
+    // one is in SMTP and the others wait for the connection (or in the claim buffer).
+    smtp.add_rule(Rule::delay(Command::DataEnd, Duration::from_secs(4)));
+    for i in 0..8 {
+        NewEmail::to(&format!("wait{i}@example.com"))
+            .insert(&db.pool)
+            .await;
+    }
+    let mut w = spawn_run(
+        &db,
+        &smtp,
+        &[
+            ("ADOPT__SMTP__POOL_SIZE", "1"),
+            ("ADOPT__WORKER__CONCURRENCY", "4"),
+            ("ADOPT__WORKER__BATCH_SIZE", "8"),
+            ("ADOPT__WORKER__SHUTDOWN_GRACE_SECS", "10"),
+        ],
+    );
+    smtp.wait_for_commands(Command::Data, 1, Duration::from_secs(20))
+        .await;
+    signal(&w, "-TERM");
+    let released = eventually(Duration::from_millis(1500), || async {
+        status_counts(&db.pool).await.get("queued").copied() == Some(7)
+    })
+    .await;
+    let counts = status_counts(&db.pool).await;
+    assert!(
+        released,
+        "rows waiting for a connection are queued again within 1.5 s of SIGTERM, while the send in flight goes on: {counts:?}"
+    );
+    assert_eq!(counts.get("sending"), Some(&1), "{counts:?}");
+    let status = tokio::time::timeout(Duration::from_secs(20), w.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    let counts = status_counts(&db.pool).await;
+    assert_eq!(
+        (counts.get("sent"), counts.get("queued")),
+        (Some(&1), Some(&7)),
+        "{counts:?}"
+    );
+}

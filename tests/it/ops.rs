@@ -357,6 +357,20 @@ async fn readyz_names_the_check_that_failed() {
     let body: serde_json::Value = behind.json().await.unwrap();
     assert_eq!(body["failed"], serde_json::json!(["migrations"]), "{body}");
     assert_eq!(body["checks"]["migrations"], "pending");
+    // A database that was never migrated has nothing applied: pending, not unknown.
+    sqlx::query("DROP TABLE _sqlx_migrations")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let never: serde_json::Value = http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(never["checks"]["migrations"], "pending", "{never}");
     app.stop().await;
 
     // A process that is shutting down, and a database that is gone.
@@ -373,11 +387,17 @@ async fn readyz_names_the_check_that_failed() {
     let server = tokio::spawn(async move {
         axum::serve(listener, api::router(state)).await.unwrap();
     });
+    let asked = std::time::Instant::now();
     let resp = http
         .get(format!("http://{addr}/readyz"))
         .send()
         .await
         .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_millis(2500),
+        "a database that refuses connections is reported at once, not after the pool's timeout: {:?}",
+        asked.elapsed()
+    );
     assert_eq!(resp.status(), 503);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(
@@ -465,9 +485,11 @@ async fn while_sends_drain_at_shutdown_readyz_says_shutting_down_and_metrics_sti
     assert_eq!(row(&db.pool, id).await.status, "sent");
 }
 
+/// A pool whose database refuses connections, with the default acquire timeout (10 s, longer
+/// than a readiness probe waits).
 fn db_pool_to_nowhere() -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new()
-        .acquire_timeout(Duration::from_secs(1))
+        .acquire_timeout(Duration::from_secs(10))
         .connect_lazy("postgres://postgres@127.0.0.1:1/nowhere")
         .unwrap()
 }
