@@ -112,6 +112,9 @@ pub struct SendTestArgs {
     /// Template name; without it a plain test message is sent.
     #[arg(long)]
     pub template: Option<String>,
+    /// Only queue the email (a running worker sends it) instead of delivering it now.
+    #[arg(long)]
+    pub queue: bool,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -207,12 +210,104 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 created_by: None,
             };
             let id = send_test(&pool, &templates, &settings, test).await?;
-            println!(
-                "send-test: queued {id} to {to} (urgent); a running worker sends it, or run `adopt-worker drain`"
-            );
-            Ok(ExitCode::SUCCESS)
+            if args.queue {
+                println!(
+                    "send-test: queued {id} to {to} (urgent); a running worker sends it, or run `adopt-worker drain`"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let app = App::build(settings)?;
+            send_test_now(&app, id, &to).await
         }
     }
+}
+
+/// Delivers the test email `id` now through the configured transport, records the row as
+/// a worker would, and says what the relay answered; non-zero exit unless it was sent.
+async fn send_test_now(app: &App, id: uuid::Uuid, to: &str) -> anyhow::Result<ExitCode> {
+    use crate::delivery::Outcome;
+    let transport = app.deliverer.transport().describe();
+    let Some(email) = crate::queue::claim_one(&app.pool, id).await? else {
+        // A running worker took it first: report what it did.
+        let row = wait_for_final(&app.pool, id).await?;
+        println!(
+            "send-test: {id} to {to} was taken by a running worker: status {}{}",
+            row.status,
+            row.failure_reason
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+        return Ok(if row.status == "sent" {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    };
+    let (outcome, _) = app.deliverer.deliver_reporting(email).await;
+    let failed = |class: &str, reason: &str, row: &str| {
+        eprintln!(
+            "send-test: {id} to {to} via {transport} FAILED ({class}): {reason}; the row is {row}"
+        );
+        Ok(ExitCode::FAILURE)
+    };
+    match outcome {
+        Outcome::Sent(accepted) => {
+            println!(
+                "send-test: sent {id} to {to} via {transport}: {}",
+                accepted.reply
+            );
+            if let Some(queue_id) = &accepted.provider_message_id {
+                println!("send-test: provider_message_id {queue_id}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Retry { failure, delay } => failed(
+            &format!(
+                "transient, class {}",
+                crate::metrics::SendClass::of_failure(&failure).as_str()
+            ),
+            &failure.reason,
+            &format!("queued for a retry in {}s", delay.as_secs()),
+        ),
+        Outcome::Bounced(failure) => failed(
+            "hard bounce: the recipient was blacklisted",
+            &failure.reason,
+            "bounced",
+        ),
+        Outcome::Failed { reason } => failed("permanent", &reason, "failed"),
+        Outcome::Unsubscribed { reason } => failed("unsubscribed", &reason, "unsubscribed"),
+        Outcome::HeldForDigest => failed("held", "held for the recipient's digest", "held"),
+        Outcome::Released => failed(
+            "not sent",
+            "no relay connection came free within the lease",
+            "queued",
+        ),
+    }
+}
+
+struct FinalRow {
+    status: String,
+    failure_reason: Option<String>,
+}
+
+/// Polls the row until it leaves `queued`/`sending` (at most a minute).
+async fn wait_for_final(pool: &sqlx::PgPool, id: uuid::Uuid) -> anyhow::Result<FinalRow> {
+    for _ in 0..600 {
+        let (status, failure_reason): (String, Option<String>) = sqlx::query_as(
+            "SELECT status::text, failure_reason FROM email_queue WHERE email_id = $1",
+        )
+        .bind(id)
+        .fetch_one(pool)
+        .await?;
+        if !matches!(status.as_str(), "queued" | "sending") {
+            return Ok(FinalRow {
+                status,
+                failure_reason,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the email {id} is still waiting to be sent after a minute")
 }
 
 /// `templates check` (no database needed) and `templates sync [--force]`. Problems go to

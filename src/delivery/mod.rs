@@ -119,6 +119,12 @@ impl Deliverer {
     /// ends the row, and a database error while recording is retried until the row's
     /// lease would run out (after that the reaper takes it back).
     pub async fn deliver(&self, email: ClaimedEmail) -> Recorded {
+        self.deliver_reporting(email).await.1
+    }
+
+    /// [`Deliverer::deliver`], also returning what the attempt came to (for `send-test`,
+    /// which prints the relay's reply or the failure).
+    pub async fn deliver_reporting(&self, email: ClaimedEmail) -> (Outcome, Recorded) {
         let span = info_span!("deliver", email_id = %email.email_id, attempt = email.retries() + 1);
         async {
             let _in_flight = metrics::in_flight_guard();
@@ -132,7 +138,7 @@ impl Deliverer {
             if let Recorded::Written(status) = recorded {
                 observe(&email, &outcome, status);
             }
-            recorded
+            (outcome, recorded)
         }
         .instrument(span)
         .await

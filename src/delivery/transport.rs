@@ -38,6 +38,9 @@ pub struct Accepted {
     pub provider_message_id: Option<String>,
     /// Cc/Bcc recipients the relay refused; the message went to the others.
     pub refused: Vec<Refused>,
+    /// The final reply as the relay gave it ("250 2.0.0 Ok: queued as 4F7C21A0B3"), or
+    /// where the outbox wrote the message.
+    pub reply: String,
 }
 
 #[derive(Clone)]
@@ -139,6 +142,10 @@ impl Transport {
                     provider_id: OUTBOX_PROVIDER_ID.to_string(),
                     provider_message_id: Some(message_id.to_string()),
                     refused: Vec::new(),
+                    reply: format!(
+                        "written to {}",
+                        dir.join(format!("{email_id}.eml")).display()
+                    ),
                 })
             }
         }
@@ -188,6 +195,7 @@ impl SmtpRelay {
             provider_id: self.provider_id.clone(),
             provider_message_id: Some(queue_id(&text).unwrap_or_else(|| message_id.to_string())),
             refused: delivered.refused,
+            reply: format!("{} {text}", delivered.response.code()),
         })
     }
 }

@@ -187,6 +187,39 @@ pub async fn claim_due(pool: &PgPool, limit: u32) -> Result<Vec<ClaimedEmail>, s
     Ok(rows)
 }
 
+/// Claims the one row `email_id` if it is `queued` (whatever its due time), as the claim
+/// does: `send-test` delivers the row it just wrote without waiting for a worker. `None`
+/// when it is not queued (a running worker took it first).
+pub async fn claim_one(pool: &PgPool, email_id: Uuid) -> Result<Option<ClaimedEmail>, sqlx::Error> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH claimed AS (
+                UPDATE email_queue e
+                SET status = 'sending',
+                    last_attempt_at = clock_timestamp() AT TIME ZONE 'UTC',
+                    updated_at = clock_timestamp() AT TIME ZONE 'UTC'
+                WHERE e.email_id = $1 AND e.status = 'queued'
+                RETURNING e.*
+            )
+            SELECT {}, {}
+            FROM claimed c {}",
+            claimed_columns!("c."),
+            crate::preferences::RECIPIENT_COLUMNS,
+            crate::preferences::RECIPIENT_JOIN,
+        )
+    });
+    let sent_at = std::time::Instant::now();
+    let row: Option<model::ClaimedRow> = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(email_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| {
+        let mut email = ClaimedEmail::from(r);
+        email.claim_sent_at = Some(sent_at);
+        email
+    }))
+}
+
 /// What the transition did. `Fenced` means another attempt owns the row now (its lease
 /// expired and it was taken back), so this attempt's result was not written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

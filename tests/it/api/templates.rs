@@ -296,10 +296,12 @@ fn send_test_command_queues_through_the_same_path() {
             .sync(Path::new("templates"), &Default::default()),
     )
     .unwrap();
+    let outbox = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
         let out = bin()
             .args(args)
             .env("DATABASE_URL", &db.url)
+            .env("ADOPT__OUTBOX__DIR", outbox.path())
             .output()
             .unwrap();
         (
@@ -308,10 +310,11 @@ fn send_test_command_queues_through_the_same_path() {
             String::from_utf8_lossy(&out.stderr).to_string(),
         )
     };
-    let (ok, out, err) = run(&["send-test", "--to", "qa@example.com"]);
+    let (ok, out, err) = run(&["send-test", "--queue", "--to", "qa@example.com"]);
     assert!(ok, "{err}");
     assert!(out.starts_with("send-test: queued "), "{out}");
-    let (ok, _, err) = run(&[
+    // Without --queue it is delivered now, here to the outbox (no SMTP configured).
+    let (ok, out, err) = run(&[
         "send-test",
         "--to",
         "qa@example.com",
@@ -319,10 +322,12 @@ fn send_test_command_queues_through_the_same_path() {
         "welcome",
     ]);
     assert!(ok, "{err}");
-    let rows: Vec<(String, Option<Uuid>, Vec<String>)> = rt
+    assert!(out.starts_with("send-test: sent "), "{out}");
+    assert!(out.contains("written to "), "{out}");
+    let rows: Vec<(String, Option<Uuid>, Vec<String>, String)> = rt
         .block_on(
             sqlx::query_as(
-                "SELECT priority::text, template_id, tags FROM email_queue ORDER BY created_at",
+                "SELECT priority::text, template_id, tags, status::text FROM email_queue ORDER BY created_at",
             )
             .fetch_all(&db.pool),
         )
@@ -330,10 +335,70 @@ fn send_test_command_queues_through_the_same_path() {
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.0 == "urgent" && r.2 == vec!["test"]));
     assert!(rows[0].1.is_none() && rows[1].1.is_some());
+    assert_eq!((rows[0].3.as_str(), rows[1].3.as_str()), ("queued", "sent"));
+    assert_eq!(std::fs::read_dir(outbox.path()).unwrap().count(), 1);
     let (ok, _, err) = run(&["send-test", "--to", "nope", "--template", "welcome"]);
     assert!(!ok && err.contains("not a valid email address"), "{err}");
     let (ok, _, err) = run(&["send-test", "--to", "qa@example.com", "--template", "nope"]);
     assert!(!ok && err.contains("no template named"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_test_answers_whether_the_relay_takes_mail() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    let run = |url: String| {
+        let db_url = db.url.clone();
+        async move {
+            let out = tokio::process::Command::from(bin())
+                .args(["send-test", "--to", "qa@example.com"])
+                .env("DATABASE_URL", db_url)
+                .env("SMTP_URL", url)
+                .env("ADOPT__SMTP__TIMEOUT_SECS", "5")
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        }
+    };
+    // The relay takes it: its reply and queue id are printed, the row is sent.
+    let (ok, out, err) = run(smtp.url()).await;
+    assert!(ok, "{out}{err}");
+    let queue_id = smtp.messages()[0].queue_id.clone();
+    assert!(
+        out.contains(&format!("250 2.0.0 Ok: queued as {queue_id}")),
+        "{out}"
+    );
+    // The relay refuses the recipient: non-zero, the classification and reply on stderr.
+    smtp.add_rule(Rule::reply(Command::Rcpt, 554, "5.7.1 relay access denied"));
+    let (ok, _, err) = run(smtp.url()).await;
+    assert!(!ok);
+    assert!(
+        err.contains("FAILED (permanent)") && err.contains("5.7.1 relay access denied"),
+        "{err}"
+    );
+    smtp.clear_rules();
+    // Nothing listens: non-zero, a connection failure, and the row waits for its retry.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("smtp://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (ok, _, err) = run(dead).await;
+    assert!(!ok);
+    assert!(
+        err.contains("FAILED (transient, class connection)"),
+        "{err}"
+    );
+    assert!(err.contains("queued for a retry"), "{err}");
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status::text FROM email_queue ORDER BY created_at")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(statuses, ["sent", "failed", "queued"]);
 }
 
 async fn sent_marketing(api: &Api) -> Uuid {
