@@ -358,22 +358,6 @@ impl Deliverer {
                     }
                     return r;
                 }
-                Err(e) if is_data_error(&e) && matches!(outcome, Outcome::Sent(_)) => {
-                    // The message went: a value the table refuses must not leave the row
-                    // `sending` for the reaper to send again. Record the bare transition.
-                    warn!(error = %e, "the sent result holds a value the table refuses; recording the status alone");
-                    let provider = match outcome {
-                        Outcome::Sent(a) => a.provider_id.as_str(),
-                        _ => "",
-                    };
-                    match queue::mark_sent(&self.pool, email, provider, None, None).await {
-                        Ok(r) => return r,
-                        Err(e) => {
-                            warn!(error = %e, "recording the bare sent status failed too");
-                            tries += 1;
-                        }
-                    }
-                }
                 Err(e) if tries < 12 => {
                     warn!(error = %e, "recording the result failed; retrying");
                     tries += 1;
@@ -560,22 +544,6 @@ pub fn record_margin(lease: Duration, smtp_timeout: Duration) -> Duration {
     Duration::from_secs(5).min(lease.saturating_sub(smtp_timeout) / 2)
 }
 
-/// A statement refused for a value it was given (SQLSTATE class 22 "data exception" or 23
-/// "integrity constraint violation"): retrying it changes nothing.
-fn is_data_error(e: &sqlx::Error) -> bool {
-    let code = match e {
-        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
-        // The batch writer hands the database's message on as text.
-        sqlx::Error::Protocol(m) => m
-            .split("SQLSTATE ")
-            .nth(1)
-            .map(|c| c.chars().take(5).collect()),
-        _ => None,
-    };
-    code.is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
-}
-
-/// Metrics and the one log line per attempt (sent rows at debug: they are the bulk).
 fn observe(email: &ClaimedEmail, outcome: &Outcome, status: EmailStatus) {
     // Neither is an attempt: the row goes back to waiting, and nothing was sent.
     match outcome {

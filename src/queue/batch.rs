@@ -95,14 +95,14 @@ async fn write_batches(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Pending>) {
         let pool = pool.clone();
         tokio::spawn(async move {
             let result = write_batch(&pool, &batch).await;
-            if let Err(e) = &result
-                && batch.len() > 1
-            {
+            if result.is_err() {
                 // One value the table refuses fails the whole statement: write the rows
                 // one by one, so it costs its own row and not the others.
-                tracing::warn!(error = %e, rows = batch.len(), "writing a batch of sent results failed; writing them one by one");
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, rows = batch.len(), "writing sent results failed; writing them one by one");
+                }
                 for p in batch {
-                    let one = write_batch(&pool, std::slice::from_ref(&p)).await;
+                    let one = write_one(&pool, &p).await;
                     let _ = p.reply.send(answer(&one, p.email_id));
                 }
                 drop(permit);
@@ -116,6 +116,43 @@ async fn write_batches(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Pending>) {
     }
 }
 
+/// One row's result. The message went: a value the table refuses (SQLSTATE class 22 "data
+/// exception" or 23 "integrity constraint violation", e.g. a constraint another service
+/// added) must not leave the row `sending` for the reaper to send again, so the bare
+/// transition is written without the rendered content and the provider's id.
+async fn write_one(
+    pool: &PgPool,
+    p: &Pending,
+) -> Result<std::collections::HashSet<Uuid>, sqlx::Error> {
+    match write_batch(pool, std::slice::from_ref(p)).await {
+        Err(sqlx::Error::Database(db))
+            if db
+                .code()
+                .is_some_and(|c| c.starts_with("22") || c.starts_with("23")) =>
+        {
+            tracing::warn!(email_id = %p.email_id, error = %db, "the sent result holds a value the table refuses; recording the status alone");
+            let written: Vec<Uuid> = sqlx::query_scalar(
+                "UPDATE email_queue SET
+                    status = 'sent',
+                    sent_at = now() AT TIME ZONE 'UTC',
+                    provider_id = left($3, 255),
+                    failure_reason = NULL,
+                    updated_at = now() AT TIME ZONE 'UTC'
+                 WHERE email_id = $1 AND last_attempt_at = $2
+                   AND status IN ('sending', 'queued', 'failed')
+                 RETURNING email_id",
+            )
+            .bind(p.email_id)
+            .bind(p.claimed_at)
+            .bind(&p.provider_id)
+            .fetch_all(pool)
+            .await?;
+            Ok(written.into_iter().collect())
+        }
+        other => other,
+    }
+}
+
 fn answer(
     result: &Result<std::collections::HashSet<Uuid>, sqlx::Error>,
     email_id: Uuid,
@@ -123,11 +160,6 @@ fn answer(
     match result {
         Ok(written) if written.contains(&email_id) => Ok(Recorded::Written(EmailStatus::Sent)),
         Ok(_) => Ok(Recorded::Fenced),
-        // The SQLSTATE travels with the message: callers tell a refused value from an outage.
-        Err(sqlx::Error::Database(db)) => Err(match db.code() {
-            Some(code) => format!("{db} (SQLSTATE {code})"),
-            None => db.to_string(),
-        }),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -1041,3 +1041,61 @@ fn the_dockerfile_builder_copies_every_file_the_build_reads() {
         );
     }
 }
+
+/// The last migration released before this rule: those up to it keep their checksums (they
+/// are applied in running databases) and their lock times are documented instead.
+const LAST_MIGRATION_BEFORE_CONCURRENT_INDEXES: u32 = 22;
+
+#[test]
+fn new_indexes_on_shared_tables_are_built_concurrently_outside_a_transaction() {
+    // Tables the platform's other services write to (the seed schema's); the worker's own
+    // tables (worker_*, api_*, email_suppressions) may be locked briefly.
+    let seed = std::fs::read_dir(repo_file("migrations"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().contains("_seed_"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let shared: Vec<String> = seed
+        .split("CREATE TABLE ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(|t| t.trim_end_matches('(').to_ascii_lowercase())
+        .collect();
+    assert!(shared.iter().any(|t| t == "email_queue"), "{shared:?}");
+    for entry in std::fs::read_dir(repo_file("migrations")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let number: u32 = name.split('_').next().unwrap().parse().unwrap();
+        if number <= LAST_MIGRATION_BEFORE_CONCURRENT_INDEXES {
+            continue;
+        }
+        let sql = std::fs::read_to_string(&path).unwrap();
+        let upper = sql.to_ascii_uppercase();
+        for statement in upper.split(';') {
+            let Some(at) = statement.find(" ON ") else {
+                continue;
+            };
+            if !statement.contains("CREATE INDEX") && !statement.contains("CREATE UNIQUE INDEX") {
+                continue;
+            }
+            let table = statement[at + 4..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("ONLY")
+                .to_ascii_lowercase();
+            if shared.iter().any(|t| *t == table) {
+                assert!(
+                    statement.contains("CONCURRENTLY"),
+                    "{name}: an index on the shared table {table} must be built CONCURRENTLY"
+                );
+                assert!(
+                    sql.starts_with("-- no-transaction"),
+                    "{name}: CREATE INDEX CONCURRENTLY needs the migration to start with `-- no-transaction`"
+                );
+            }
+        }
+    }
+}
