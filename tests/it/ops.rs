@@ -1086,7 +1086,7 @@ fn new_indexes_on_shared_tables_are_built_concurrently_outside_a_transaction() {
                 .unwrap_or("")
                 .trim_start_matches("ONLY")
                 .to_ascii_lowercase();
-            if shared.iter().any(|t| *t == table) {
+            if shared.contains(&table) {
                 assert!(
                     statement.contains("CONCURRENTLY"),
                     "{name}: an index on the shared table {table} must be built CONCURRENTLY"
