@@ -75,6 +75,8 @@ pub struct Deliverer {
     policy: Arc<DeliveryPolicy>,
     limiter: Option<Arc<RateLimiter>>,
     templates: Templates,
+    /// What the gate assumes for a user without an `email_preferences` row.
+    prefs_defaults: preferences::DefaultsCache,
 }
 
 impl Deliverer {
@@ -93,6 +95,7 @@ impl Deliverer {
             policy: Arc::new(policy),
             limiter,
             templates,
+            prefs_defaults: preferences::DefaultsCache::default(),
         }
     }
 
@@ -103,11 +106,11 @@ impl Deliverer {
     /// Delivers one claimed row and records the result. Never fails: a row-level problem
     /// ends the row, and a database error while recording is retried until the row's
     /// lease would run out (after that the reaper takes it back).
-    pub async fn deliver(&self, email: ClaimedEmail) -> Recorded {
+    pub async fn deliver(&self, mut email: ClaimedEmail) -> Recorded {
         let span = info_span!("deliver", email_id = %email.email_id, attempt = email.retries() + 1);
         async {
             let _in_flight = metrics::in_flight_guard();
-            let (outcome, rendered) = self.attempt(&email).await;
+            let (outcome, rendered) = self.attempt(&mut email).await;
             let recorded = self.record(&email, &outcome, rendered.as_ref()).await;
             if let (Recorded::Written(_), Outcome::Sent(accepted)) = (&recorded, &outcome)
                 && !accepted.refused.is_empty()
@@ -123,12 +126,16 @@ impl Deliverer {
         .await
     }
 
-    async fn attempt(&self, email: &ClaimedEmail) -> (Outcome, Option<RenderedContent>) {
+    async fn attempt(&self, email: &mut ClaimedEmail) -> (Outcome, Option<RenderedContent>) {
         if let Some(problem) = &email.undecodable {
             metrics::send_attempt(SendClass::Invalid, Duration::ZERO);
             let reason = format!("the row cannot be sent as stored: {problem}");
             return (Outcome::Failed { reason }, None);
         }
+        if let Err(failure) = self.complete(email).await {
+            return (self.classify(email, failure), None);
+        }
+        let email = &*email;
         let (format, unsubscribe) = match preferences::decide(email) {
             Verdict::Send {
                 format,
@@ -146,7 +153,20 @@ impl Deliverer {
                 });
                 return (Outcome::Unsubscribed { reason }, None);
             }
-            Verdict::HoldForDigest => return (Outcome::HeldForDigest, None),
+            Verdict::HoldForDigest => {
+                // The digest job works from preferences rows: a user held on the defaults
+                // gets theirs now, with those same defaults.
+                if let Some(user_id) = email.recipient.recipient_user_id
+                    && !email.recipient.has_preferences
+                    && let Err(e) = preferences::ensure_unsubscribe_token(&self.pool, user_id).await
+                {
+                    let failure = SendFailure::transient(format!(
+                        "could not create the recipient's preferences row: {e}"
+                    ));
+                    return (self.classify(email, failure), None);
+                }
+                return (Outcome::HeldForDigest, None);
+            }
         };
         let unsubscribe = match self.unsubscribe_link(email, unsubscribe).await {
             Ok(u) => u,
@@ -217,6 +237,21 @@ impl Deliverer {
             }
         };
         (outcome, rendered)
+    }
+
+    /// What the row leaves to the platform's defaults: for a user without an
+    /// `email_preferences` row, the row the table would create for them (its defaults, read
+    /// from the catalogue).
+    async fn complete(&self, email: &mut ClaimedEmail) -> Result<(), SendFailure> {
+        if email.recipient.lacks_row() {
+            let defaults = self.prefs_defaults.get(&self.pool).await.map_err(|e| {
+                SendFailure::transient(format!(
+                    "could not read the defaults of email_preferences: {e}"
+                ))
+            })?;
+            email.recipient.assume_defaults(&defaults);
+        }
+        Ok(())
     }
 
     /// Template rows (`template_id` set, `html_content` empty) are rendered here, tracking
