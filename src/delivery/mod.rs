@@ -61,6 +61,9 @@ pub struct DeliveryPolicy {
     pub rate_limit_per_sec: u32,
     /// `worker.lease_secs`: every send must end before its row's lease runs out.
     pub lease: Duration,
+    /// `app.from_name`: the sender's name for rows without `from_name`, as the API gives
+    /// its rows.
+    pub from_name: String,
 }
 
 type RateLimiter = governor::DefaultDirectRateLimiter;
@@ -239,10 +242,18 @@ impl Deliverer {
         (outcome, rendered)
     }
 
-    /// What the row leaves to the platform's defaults: for a user without an
+    /// What the row leaves to the platform's defaults, filled in as the API fills in its
+    /// rows: the sender's name (`app.from_name`), and for a user without an
     /// `email_preferences` row, the row the table would create for them (its defaults, read
     /// from the catalogue).
     async fn complete(&self, email: &mut ClaimedEmail) -> Result<(), SendFailure> {
+        if email
+            .from_name
+            .as_deref()
+            .is_none_or(|n| n.trim().is_empty())
+        {
+            email.from_name = Some(self.policy.from_name.clone());
+        }
         if email.recipient.lacks_row() {
             let defaults = self.prefs_defaults.get(&self.pool).await.map_err(|e| {
                 SendFailure::transient(format!(

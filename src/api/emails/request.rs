@@ -50,7 +50,8 @@ pub struct EnqueueRequest {
     pub scheduled_for: Option<DateTime<FixedOffset>>,
     #[serde(default)]
     pub tags: Vec<String>,
-    pub metadata: Option<Map<String, Value>>,
+    /// A JSON object (or null); anything else is refused, as the worker refuses it in a row.
+    pub metadata: Option<Value>,
     /// The platform user this email is for (their preferences apply): a current user whose
     /// email is `to`.
     pub user_id: Option<Uuid>,
@@ -228,10 +229,7 @@ pub fn validate(req: EnqueueRequest, app: &AppSettings) -> Result<Validated, Vec
     let rendered = req.subject.is_some() || req.html.is_some() || req.text.is_some();
     let template = match (&req.template, rendered) {
         (Some(_), true) => {
-            c.fail(
-                "template",
-                "give either rendered content (subject, html, text) or a template, not both",
-            );
+            c.fail("template", crate::queue::CONTENT_OR_TEMPLATE);
             None
         }
         (Some(name), false) => {
@@ -308,6 +306,16 @@ pub fn validate(req: EnqueueRequest, app: &AppSettings) -> Result<Validated, Vec
     if let Some(id) = &req.campaign_id {
         c.header_text("campaign_id", id, 255);
     }
+    let metadata = match req.metadata {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            if let Some(why) = crate::queue::metadata_problem(&other) {
+                c.fail("metadata", why);
+            }
+            Map::new()
+        }
+    };
     let (Some((to_email, to_name)), Some((from_email, from_name)), true) =
         (to, from, c.errors.is_empty())
     else {
@@ -330,7 +338,7 @@ pub fn validate(req: EnqueueRequest, app: &AppSettings) -> Result<Validated, Vec
         priority: req.priority.unwrap_or(EmailPriority::Normal),
         scheduled_for: req.scheduled_for.map(|t| t.with_timezone(&Utc).naive_utc()),
         max_retries: Some(req.max_retries.unwrap_or(3)),
-        metadata: Value::Object(req.metadata.unwrap_or_default()),
+        metadata: Value::Object(metadata),
         campaign_id: req.campaign_id,
         user_id: req.user_id,
         created_by: None,
