@@ -47,6 +47,7 @@ pub struct EnqueueRequest {
     /// Default `normal`.
     pub priority: Option<EmailPriority>,
     /// RFC 3339 with an offset; stored in UTC. Absent: as soon as possible.
+    #[serde(default, deserialize_with = "with_offset")]
     pub scheduled_for: Option<DateTime<FixedOffset>>,
     #[serde(default)]
     pub tags: Vec<String>,
@@ -75,6 +76,35 @@ fn whole_number<'a, D: Deserializer<'a>>(d: D) -> Result<Option<i32>, D::Error> 
         .and_then(|v| i32::try_from(v).ok())
         .map(Some)
         .ok_or_else(|| de::Error::custom(format!("expected a whole number (i32), got {n}")))
+}
+
+/// A date-time with its UTC offset. A local time without one (`2026-12-01T10:00:00`) is
+/// refused saying that the offset is required: it names no instant.
+fn with_offset<'a, D: Deserializer<'a>>(d: D) -> Result<Option<DateTime<FixedOffset>>, D::Error> {
+    let Some(s) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Ok(t) = s.parse::<DateTime<FixedOffset>>() {
+        return Ok(Some(t));
+    }
+    let local = [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ]
+    .iter()
+    .any(|f| chrono::NaiveDateTime::parse_from_str(&s, f).is_ok());
+    Err(de::Error::custom(if local {
+        format!(
+            "{s:?} has no UTC offset, which is required: add Z (UTC) or ±hh:mm, \
+             e.g. 2026-12-01T10:00:00Z"
+        )
+    } else {
+        format!(
+            "{s:?} is not an RFC 3339 date-time with a UTC offset (required), \
+             e.g. 2026-12-01T10:00:00Z"
+        )
+    }))
 }
 
 /// An address, or an address with a display name.
