@@ -2,7 +2,8 @@
 //!
 //! Keys are per service token and live 24 hours. The first request with a key that
 //! succeeds stores its response in the same transaction as the rows it inserted; a repeat
-//! with the same method, path and body (compared by SHA-256) gets that response again, with
+//! with the same method, path and JSON body (the parsed value, compared by the SHA-256 of
+//! a canonical form: key order and spacing do not count) gets that response again, with
 //! `Idempotent-Replayed: true`, and inserts nothing; a repeat with a different request is
 //! 409 `idempotency_key_reused`. Failed requests store nothing (they changed nothing, so a
 //! retry is safe). Two concurrent requests with one key cannot both insert: the second
@@ -54,21 +55,64 @@ pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(s.to_string()))
 }
 
-/// SHA-256 of what makes two requests "the same": method, path and the exact body bytes.
-pub fn request_hash(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
-    let mut h = Sha256::new();
-    h.update(method.as_bytes());
-    h.update(b" ");
-    h.update(path.as_bytes());
-    h.update(b"\n");
-    h.update(body);
-    h.finalize().to_vec()
+/// What makes two requests "the same": method, path and the body's JSON value, so a
+/// client that serialises the same body again (keys in another order, other spacing) gets
+/// the replay. A body that is not JSON (refused, so never stored) counts by its bytes.
+#[derive(Debug, Clone)]
+pub struct RequestHash {
+    /// SHA-256 of method, path and the body's JSON in a canonical form: what is stored.
+    canonical: Vec<u8>,
+    /// SHA-256 of method, path and the exact body bytes: what was stored before, still
+    /// matched so that keys stored then replay.
+    exact: Vec<u8>,
+}
+
+impl RequestHash {
+    pub fn as_stored(&self) -> &[u8] {
+        &self.canonical
+    }
+
+    fn matches(&self, stored: &[u8]) -> bool {
+        bool::from(stored.ct_eq(&self.canonical)) || bool::from(stored.ct_eq(&self.exact))
+    }
+}
+
+pub fn request_hash(method: &str, path: &str, body: &[u8]) -> RequestHash {
+    let digest = |bytes: &[u8]| {
+        let mut h = Sha256::new();
+        h.update(method.as_bytes());
+        h.update(b" ");
+        h.update(path.as_bytes());
+        h.update(b"\n");
+        h.update(bytes);
+        h.finalize().to_vec()
+    };
+    let exact = digest(body);
+    let canonical = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| serde_json::to_vec(&sorted(v)).ok())
+        .map_or_else(|| exact.clone(), |c| digest(&c));
+    RequestHash { canonical, exact }
+}
+
+/// The value with every object's keys in sorted order (whatever order `serde_json::Map`
+/// keeps), so equal JSON values serialise to equal bytes.
+fn sorted(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut entries: Vec<(String, Value)> = m.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
 }
 
 impl Stored {
     /// The stored response for a request with `hash`, or 409 if the key was used for another.
-    pub fn replay(self, key: &str, hash: &[u8]) -> Response {
-        if !bool::from(self.request_hash.as_slice().ct_eq(hash)) {
+    pub fn replay(self, key: &str, hash: &RequestHash) -> Response {
+        if !hash.matches(&self.request_hash) {
             return ApiError::conflict(
                 "idempotency_key_reused",
                 format!(

@@ -61,6 +61,9 @@ pub struct DeliveryPolicy {
     pub rate_limit_per_sec: u32,
     /// `worker.lease_secs`: every send must end before its row's lease runs out.
     pub lease: Duration,
+    /// `app.from_name`: the sender's name for rows without `from_name`, as the API gives
+    /// its rows.
+    pub from_name: String,
 }
 
 type RateLimiter = governor::DefaultDirectRateLimiter;
@@ -78,6 +81,8 @@ pub struct Deliverer {
     /// Turns true when the process begins to shut down: a row not yet handed to SMTP is
     /// released at once rather than waiting for a send slot.
     stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// What the gate assumes for a user without an `email_preferences` row.
+    prefs_defaults: preferences::DefaultsCache,
 }
 
 impl Deliverer {
@@ -97,6 +102,7 @@ impl Deliverer {
             limiter,
             templates,
             stopping: Arc::new(tokio::sync::watch::channel(false).0),
+            prefs_defaults: preferences::DefaultsCache::default(),
         }
     }
 
@@ -124,11 +130,11 @@ impl Deliverer {
 
     /// [`Deliverer::deliver`], also returning what the attempt came to (for `send-test`,
     /// which prints the relay's reply or the failure).
-    pub async fn deliver_reporting(&self, email: ClaimedEmail) -> (Outcome, Recorded) {
+    pub async fn deliver_reporting(&self, mut email: ClaimedEmail) -> (Outcome, Recorded) {
         let span = info_span!("deliver", email_id = %email.email_id, attempt = email.retries() + 1);
         async {
             let _in_flight = metrics::in_flight_guard();
-            let (outcome, rendered) = self.attempt(&email).await;
+            let (outcome, rendered) = self.attempt(&mut email).await;
             let recorded = self.record(&email, &outcome, rendered.as_ref()).await;
             if let (Recorded::Written(_), Outcome::Sent(accepted)) = (&recorded, &outcome)
                 && !accepted.refused.is_empty()
@@ -144,12 +150,16 @@ impl Deliverer {
         .await
     }
 
-    async fn attempt(&self, email: &ClaimedEmail) -> (Outcome, Option<RenderedContent>) {
+    async fn attempt(&self, email: &mut ClaimedEmail) -> (Outcome, Option<RenderedContent>) {
         if let Some(problem) = &email.undecodable {
             metrics::send_attempt(SendClass::Invalid, Duration::ZERO);
             let reason = format!("the row cannot be sent as stored: {problem}");
             return (Outcome::Failed { reason }, None);
         }
+        if let Err(failure) = self.complete(email).await {
+            return (self.classify(email, failure), None);
+        }
+        let email = &*email;
         let (format, unsubscribe) = match preferences::decide(email) {
             Verdict::Send {
                 format,
@@ -167,7 +177,20 @@ impl Deliverer {
                 });
                 return (Outcome::Unsubscribed { reason }, None);
             }
-            Verdict::HoldForDigest => return (Outcome::HeldForDigest, None),
+            Verdict::HoldForDigest => {
+                // The digest job works from preferences rows: a user held on the defaults
+                // gets theirs now, with those same defaults.
+                if let Some(user_id) = email.recipient.recipient_user_id
+                    && !email.recipient.has_preferences
+                    && let Err(e) = preferences::ensure_unsubscribe_token(&self.pool, user_id).await
+                {
+                    let failure = SendFailure::transient(format!(
+                        "could not create the recipient's preferences row: {e}"
+                    ));
+                    return (self.classify(email, failure), None);
+                }
+                return (Outcome::HeldForDigest, None);
+            }
         };
         let unsubscribe = match self.unsubscribe_link(email, unsubscribe).await {
             Ok(u) => u,
@@ -246,6 +269,29 @@ impl Deliverer {
             }
         };
         (outcome, rendered)
+    }
+
+    /// What the row leaves to the platform's defaults, filled in as the API fills in its
+    /// rows: the sender's name (`app.from_name`), and for a user without an
+    /// `email_preferences` row, the row the table would create for them (its defaults, read
+    /// from the catalogue).
+    async fn complete(&self, email: &mut ClaimedEmail) -> Result<(), SendFailure> {
+        if email
+            .from_name
+            .as_deref()
+            .is_none_or(|n| n.trim().is_empty())
+        {
+            email.from_name = Some(self.policy.from_name.clone());
+        }
+        if email.recipient.lacks_row() {
+            let defaults = self.prefs_defaults.get(&self.pool).await.map_err(|e| {
+                SendFailure::transient(format!(
+                    "could not read the defaults of email_preferences: {e}"
+                ))
+            })?;
+            email.recipient.assume_defaults(&defaults);
+        }
+        Ok(())
     }
 
     /// Template rows (`template_id` set, `html_content` empty) are rendered here, tracking

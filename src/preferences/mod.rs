@@ -9,6 +9,9 @@ pub use unsubscribe::{
     valid_category,
 };
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use chrono::NaiveDateTime;
 use rand::RngCore;
 use serde_json::Value;
@@ -78,6 +81,126 @@ pub(crate) const RECIPIENT_COLUMNS: &str = "
     p.email_format::text AS email_format, p.digest_frequency::text AS digest_frequency,
     p.unsubscribe_token, p.is_blacklisted, p.blacklist_reason, p.language,
     s.blacklist_reason AS suppressed_reason";
+
+/// The gate's columns of `email_preferences`, in the order [`ColumnDefaults::load`] reads
+/// their defaults.
+const GATE_COLUMNS: [&str; 7] = [
+    "is_email_enabled",
+    "global_unsubscribe",
+    "preferences",
+    "email_format",
+    "digest_frequency",
+    "language",
+    "is_blacklisted",
+];
+
+/// What a user without an `email_preferences` row gets: each gate column's default as the
+/// database's catalogue states it (`pg_attrdef`), evaluated. A row created later (on first
+/// need) takes the same defaults, so creating it never changes what the user receives; a
+/// platform that changes a default is followed by both.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct ColumnDefaults {
+    pub is_email_enabled: Option<bool>,
+    pub global_unsubscribe: Option<bool>,
+    pub category_prefs: Option<crate::db::lenient::JsonText>,
+    pub email_format: Option<String>,
+    pub digest_frequency: Option<String>,
+    pub language: Option<String>,
+    pub is_blacklisted: Option<bool>,
+}
+
+impl ColumnDefaults {
+    /// Reads the defaults from the catalogue and evaluates them (a column without one is
+    /// NULL, as an INSERT would leave it).
+    pub async fn load(pool: &PgPool) -> Result<ColumnDefaults, sqlx::Error> {
+        let exprs: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT a.attname::text, pg_get_expr(d.adbin, d.adrelid)
+             FROM pg_attribute a
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+             WHERE a.attrelid = to_regclass('email_preferences') AND a.attname = ANY($1)
+               AND NOT a.attisdropped",
+        )
+        .bind(&GATE_COLUMNS[..])
+        .fetch_all(pool)
+        .await?;
+        let expr = |column: &str| {
+            exprs
+                .iter()
+                .find(|(c, _)| c == column)
+                .and_then(|(_, e)| e.clone())
+                .unwrap_or_else(|| "NULL".to_string())
+        };
+        // The expressions are the table's own defaults, as the database prints them.
+        let sql = format!(
+            "SELECT ({})::boolean AS is_email_enabled, ({})::boolean AS global_unsubscribe,
+                    ({})::text AS category_prefs, ({})::text AS email_format,
+                    ({})::text AS digest_frequency, ({})::text AS language,
+                    ({})::boolean AS is_blacklisted",
+            expr(GATE_COLUMNS[0]),
+            expr(GATE_COLUMNS[1]),
+            expr(GATE_COLUMNS[2]),
+            expr(GATE_COLUMNS[3]),
+            expr(GATE_COLUMNS[4]),
+            expr(GATE_COLUMNS[5]),
+            expr(GATE_COLUMNS[6]),
+        );
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_one(pool)
+            .await
+    }
+}
+
+/// [`ColumnDefaults`] read at most once a minute per process (per pool), so the gate costs
+/// no query for rows to users without a preferences row, and a changed default is followed
+/// within a minute.
+#[derive(Clone, Default)]
+pub struct DefaultsCache {
+    cached: Arc<Mutex<Option<ReadAt>>>,
+}
+
+/// Defaults as read, and when.
+type ReadAt = (Instant, Arc<ColumnDefaults>);
+
+impl DefaultsCache {
+    const TTL: Duration = Duration::from_secs(60);
+
+    pub async fn get(&self, pool: &PgPool) -> Result<Arc<ColumnDefaults>, sqlx::Error> {
+        if let Ok(guard) = self.cached.lock()
+            && let Some((at, d)) = guard.as_ref()
+            && at.elapsed() < Self::TTL
+        {
+            return Ok(d.clone());
+        }
+        let fresh = Arc::new(ColumnDefaults::load(pool).await?);
+        if let Ok(mut guard) = self.cached.lock() {
+            *guard = Some((Instant::now(), fresh.clone()));
+        }
+        Ok(fresh)
+    }
+}
+
+impl RecipientPrefs {
+    /// True when the recipient is a user who has no preferences row yet: the gate then
+    /// applies [`ColumnDefaults`] (see [`RecipientPrefs::assume_defaults`]).
+    pub fn lacks_row(&self) -> bool {
+        self.recipient_user_id.is_some() && !self.has_preferences
+    }
+
+    /// A user without a preferences row is treated as the row the table would create for
+    /// them: every gate column takes its default.
+    pub fn assume_defaults(&mut self, d: &ColumnDefaults) {
+        if !self.lacks_row() {
+            return;
+        }
+        self.is_email_enabled = d.is_email_enabled;
+        self.global_unsubscribe = d.global_unsubscribe;
+        self.category_prefs = d.category_prefs.clone();
+        self.email_format = d.email_format.clone();
+        self.digest_frequency = d.digest_frequency.clone();
+        self.language = d.language.clone();
+        self.is_blacklisted = d.is_blacklisted;
+    }
+}
 
 /// The gate's verdict for one row.
 #[derive(Debug, Clone, PartialEq, Eq)]

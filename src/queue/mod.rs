@@ -23,7 +23,10 @@ pub use held::{
     EndedHeld, HeldEmail, UnreadableHeld, end_held_for_ineligible, fail_unreadable_held,
     held_for_user, mark_sent_via_digest, release_held_for_immediate, unsubscribe_held_for_never,
 };
-pub use model::{ClaimedEmail, EmailPriority, EmailStatus, EmailType, MAX_JSON_DEPTH};
+pub use model::{
+    CONTENT_OR_TEMPLATE, ClaimedEmail, EmailPriority, EmailStatus, EmailType, MAX_JSON_DEPTH,
+    metadata_problem,
+};
 pub use read::{
     EmailRecord, ListAfter, ListFilter, RetryResult, find_email, list_emails, retry_failed,
 };

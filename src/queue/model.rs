@@ -117,6 +117,68 @@ impl EmailStatus {
     }
 }
 
+/// Refused alike by the API (`template` with `subject`/`html`/`text`) and by the worker (a
+/// row with `template_id` and its own `subject`, `html_content` or `text_content`).
+pub const CONTENT_OR_TEMPLATE: &str =
+    "give either rendered content (subject, html, text) or a template, not both";
+
+/// Why a `metadata` value cannot be used, in the words the API and the worker share:
+/// it must be a JSON object (or null, or absent).
+pub fn metadata_problem(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Object(_) | serde_json::Value::Null => None,
+        other => Some(format!(
+            "must be a JSON object, got {}",
+            crate::templates::vars::json_kind(other)
+        )),
+    }
+}
+
+/// What is wrong with a row's content as the API would see it: a template row that also
+/// carries content of its own, or a row with neither content nor a template. A template
+/// row the worker rendered before (a retry: `html_content` and `metadata.templateVersion`
+/// written together) is sent as rendered.
+fn content_problem(
+    template_id: Option<Uuid>,
+    subject: &str,
+    html: &str,
+    text: Option<&str>,
+    template_data: bool,
+    metadata: Option<&serde_json::Value>,
+) -> Option<String> {
+    let given = |v: &str| !v.trim().is_empty();
+    let own: Vec<&str> = [
+        ("subject", given(subject)),
+        ("html_content", given(html)),
+        ("text_content", text.is_some_and(given)),
+    ]
+    .into_iter()
+    .filter_map(|(column, set)| set.then_some(column))
+    .collect();
+    match template_id {
+        Some(_) => {
+            let rendered_before =
+                given(html) && metadata.is_some_and(|m| m.get("templateVersion").is_some());
+            (!own.is_empty() && !rendered_before).then(|| {
+                format!(
+                    "{CONTENT_OR_TEMPLATE}: template_id is set, and so is {}",
+                    own.join(" and ")
+                )
+            })
+        }
+        None if own.is_empty() => Some(format!(
+            "the row has neither content nor a template: subject, html_content and \
+             text_content are empty and template_id is NULL{}",
+            if template_data {
+                " although template_data is set (did the template's name match no row?)"
+            } else {
+                ""
+            }
+        )),
+        None => None,
+    }
+}
+
 /// A row this process has claimed (`status = 'sending'`). `claimed_at` is the
 /// `last_attempt_at` the claim wrote: every later transition is fenced on it, so a worker
 /// whose lease was taken over cannot overwrite a newer attempt's result.
@@ -203,6 +265,19 @@ impl From<ClaimedRow> for ClaimedEmail {
         };
         let template_data = json("template_data", row.template_data);
         let metadata = json("metadata", row.metadata);
+        if let Some(why) = metadata.as_ref().and_then(metadata_problem) {
+            problems.push(format!("metadata {why}"));
+        }
+        if let Some(why) = content_problem(
+            row.template_id,
+            &row.subject,
+            &row.html_content,
+            row.text_content.as_deref(),
+            template_data.as_ref().is_some_and(|d| !d.is_null()),
+            metadata.as_ref(),
+        ) {
+            problems.push(why);
+        }
         if let Some(why) = row.recipient.category_prefs_problem() {
             problems.push(format!(
                 "the recipient's email_preferences.preferences {why}"

@@ -346,8 +346,8 @@ impl Templates {
     }
 
     /// Renders a template email claimed from the queue: locale from `metadata.locale`, else
-    /// the recipient's `email_preferences.language` (when the row has a `user_id`), else
-    /// the default; version from `metadata.templateVersion`, else the current one. The
+    /// the recipient's `email_preferences.language` (when the row has a `user_id`; the
+    /// column's default when the user has no row yet), else the default; version from `metadata.templateVersion`, else the current one. The
     /// result is what is sent and written back to the row.
     pub async fn render_for_email(
         &self,
@@ -367,7 +367,16 @@ impl Templates {
             .filter(|l| files::is_locale(l));
         let locale = match (meta_locale, email.recipient.recipient_user_id) {
             (Some(l), _) => Some(l.to_string()),
-            (None, Some(user)) => store::user_language(&self.inner.pool, user).await?,
+            // A user without a preferences row: the column's default, as the gate assumed.
+            (None, Some(user)) => {
+                store::user_language(&self.inner.pool, user)
+                    .await?
+                    .or_else(|| {
+                        (!email.recipient.has_preferences)
+                            .then(|| email.recipient.language.clone())
+                            .flatten()
+                    })
+            }
             (None, None) => None,
         };
         let locale_is_guess = meta_locale.is_none();

@@ -1,6 +1,7 @@
 //! The HTTP API over real HTTP against real PostgreSQL (DESIGN.md "The HTTP API").
 
 mod auth;
+mod contract;
 mod emails;
 mod fuzz_findings;
 mod openapi;

@@ -395,6 +395,94 @@ async fn notifications_for_digest_users_are_held_and_never_suppresses_them() {
     assert!(r.failure_reason.unwrap().contains("digest"));
 }
 
+/// Issue 19 item 1: a user without an `email_preferences` row gets what the row created for
+/// them (on first need) gives, and both follow the columns' defaults in the catalogue.
+#[tokio::test]
+async fn a_user_without_preferences_gets_what_the_created_row_gives() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    let notification = |to: &str| {
+        let mut e = NewEmail::to(to);
+        e.email_type = "notification";
+        e
+    };
+    let held = |id: uuid::Uuid| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT status = 'queued' AND metadata ? 'digestHold' FROM email_queue WHERE email_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let frequency = |user: uuid::Uuid| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT digest_frequency::text FROM email_preferences WHERE user_id = $1",
+            )
+            .bind(user)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
+    // The seed's default is 'daily': the first notification is held like every later one,
+    // and the row created for the digest says 'daily'.
+    let user = insert_user(&db.pool, "new@example.com").await;
+    let first = notification("new@example.com").insert(&db.pool).await;
+    app(settings(&db, Some(&smtp.url()), None, &[]))
+        .drain()
+        .await
+        .unwrap();
+    assert!(held(first).await, "no row: the default 'daily' holds it");
+    assert_eq!(frequency(user).await, "daily", "the created row agrees");
+    let second = notification("new@example.com").insert(&db.pool).await;
+    app(settings(&db, Some(&smtp.url()), None, &[]))
+        .drain()
+        .await
+        .unwrap();
+    assert!(held(second).await);
+    assert_eq!(smtp.message_count(), 0);
+
+    // A platform that changes the defaults is followed, row or no row.
+    sqlx::query(
+        "ALTER TABLE email_preferences ALTER COLUMN digest_frequency SET DEFAULT 'immediate',
+                                       ALTER COLUMN email_format SET DEFAULT 'text'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let later = insert_user(&db.pool, "later@example.com").await;
+    let mut receipt = NewEmail::to("later@example.com");
+    receipt.subject = "receipt".into();
+    receipt.insert(&db.pool).await;
+    notification("later@example.com").insert(&db.pool).await;
+    app(settings(&db, Some(&smtp.url()), None, &[]))
+        .drain()
+        .await
+        .unwrap();
+    assert_eq!(frequency(later).await, "immediate");
+    notification("later@example.com").insert(&db.pool).await;
+    app(settings(&db, Some(&smtp.url()), None, &[]))
+        .drain()
+        .await
+        .unwrap();
+    let msgs = smtp.messages();
+    assert_eq!(msgs.len(), 3, "all sent at once");
+    for m in &msgs {
+        assert!(
+            m.header("Content-Type").unwrap().starts_with("text/plain"),
+            "email_format default 'text', before and after the row exists: {:?}",
+            m.header("Subject")
+        );
+    }
+}
+
 #[tokio::test]
 async fn dropped_connection_mid_data_and_stalls_take_the_transient_path() {
     let db = TestDb::new().await;

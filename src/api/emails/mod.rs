@@ -195,7 +195,7 @@ async fn enqueue(
             &mut tx,
             *token_id,
             key,
-            hash,
+            hash.as_stored(),
             StatusCode::ACCEPTED,
             &response,
         )

@@ -47,10 +47,12 @@ pub struct EnqueueRequest {
     /// Default `normal`.
     pub priority: Option<EmailPriority>,
     /// RFC 3339 with an offset; stored in UTC. Absent: as soon as possible.
+    #[serde(default, deserialize_with = "with_offset")]
     pub scheduled_for: Option<DateTime<FixedOffset>>,
     #[serde(default)]
     pub tags: Vec<String>,
-    pub metadata: Option<Map<String, Value>>,
+    /// A JSON object (or null); anything else is refused, as the worker refuses it in a row.
+    pub metadata: Option<Value>,
     /// The platform user this email is for (their preferences apply): a current user whose
     /// email is `to`.
     pub user_id: Option<Uuid>,
@@ -74,6 +76,35 @@ fn whole_number<'a, D: Deserializer<'a>>(d: D) -> Result<Option<i32>, D::Error> 
         .and_then(|v| i32::try_from(v).ok())
         .map(Some)
         .ok_or_else(|| de::Error::custom(format!("expected a whole number (i32), got {n}")))
+}
+
+/// A date-time with its UTC offset. A local time without one (`2026-12-01T10:00:00`) is
+/// refused saying that the offset is required: it names no instant.
+fn with_offset<'a, D: Deserializer<'a>>(d: D) -> Result<Option<DateTime<FixedOffset>>, D::Error> {
+    let Some(s) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Ok(t) = s.parse::<DateTime<FixedOffset>>() {
+        return Ok(Some(t));
+    }
+    let local = [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ]
+    .iter()
+    .any(|f| chrono::NaiveDateTime::parse_from_str(&s, f).is_ok());
+    Err(de::Error::custom(if local {
+        format!(
+            "{s:?} has no UTC offset, which is required: add Z (UTC) or ±hh:mm, \
+             e.g. 2026-12-01T10:00:00Z"
+        )
+    } else {
+        format!(
+            "{s:?} is not an RFC 3339 date-time with a UTC offset (required), \
+             e.g. 2026-12-01T10:00:00Z"
+        )
+    }))
 }
 
 /// An address, or an address with a display name.
@@ -228,10 +259,7 @@ pub fn validate(req: EnqueueRequest, app: &AppSettings) -> Result<Validated, Vec
     let rendered = req.subject.is_some() || req.html.is_some() || req.text.is_some();
     let template = match (&req.template, rendered) {
         (Some(_), true) => {
-            c.fail(
-                "template",
-                "give either rendered content (subject, html, text) or a template, not both",
-            );
+            c.fail("template", crate::queue::CONTENT_OR_TEMPLATE);
             None
         }
         (Some(name), false) => {
@@ -308,6 +336,16 @@ pub fn validate(req: EnqueueRequest, app: &AppSettings) -> Result<Validated, Vec
     if let Some(id) = &req.campaign_id {
         c.header_text("campaign_id", id, 255);
     }
+    let metadata = match req.metadata {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            if let Some(why) = crate::queue::metadata_problem(&other) {
+                c.fail("metadata", why);
+            }
+            Map::new()
+        }
+    };
     let (Some((to_email, to_name)), Some((from_email, from_name)), true) =
         (to, from, c.errors.is_empty())
     else {
@@ -330,7 +368,7 @@ pub fn validate(req: EnqueueRequest, app: &AppSettings) -> Result<Validated, Vec
         priority: req.priority.unwrap_or(EmailPriority::Normal),
         scheduled_for: req.scheduled_for.map(|t| t.with_timezone(&Utc).naive_utc()),
         max_retries: Some(req.max_retries.unwrap_or(3)),
-        metadata: Value::Object(req.metadata.unwrap_or_default()),
+        metadata: Value::Object(metadata),
         campaign_id: req.campaign_id,
         user_id: req.user_id,
         created_by: None,

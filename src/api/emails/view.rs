@@ -50,6 +50,15 @@ pub struct EmailList {
     pub next_cursor: Option<String>,
 }
 
+/// The document promises objects: a column another service filled with something else
+/// (such a row ends `failed`, its `failure_reason` saying what) is shown as `{}`.
+fn object(v: Option<Value>) -> Value {
+    match v {
+        Some(v @ Value::Object(_)) => v,
+        _ => Value::Object(Default::default()),
+    }
+}
+
 fn utc(t: Option<NaiveDateTime>) -> Option<DateTime<Utc>> {
     t.map(|t| t.and_utc())
 }
@@ -69,12 +78,8 @@ impl From<EmailRecord> for EmailView {
             attempts: r.current_retries.unwrap_or(0),
             max_retries: r.max_retries,
             failure_reason: r.failure_reason,
-            tracking: r
-                .tracking
-                .unwrap_or_else(|| Value::Object(Default::default())),
-            metadata: r
-                .metadata
-                .unwrap_or_else(|| Value::Object(Default::default())),
+            tracking: object(r.tracking),
+            metadata: object(r.metadata),
             tags: r.tags.unwrap_or_default(),
             campaign_id: r.campaign_id,
             user_id: r.user_id,

@@ -167,6 +167,74 @@ async fn idempotency_key_replays_the_first_response_and_refuses_another_body() {
     assert_eq!(error_code(r, 400).await.0, "invalid_idempotency_key");
 }
 
+/// Issue 19 item 7: a replay is decided on the parsed JSON, not its bytes: a client that
+/// serialises the same body again with its keys in another order gets the replay.
+#[tokio::test]
+async fn idempotency_key_replays_the_same_json_with_keys_in_another_order() {
+    let api = Api::start().await;
+    let token = api.token(&[Scope::Enqueue]).await;
+    let send = |body: &'static str| {
+        api.http
+            .post(api.url("/v1/emails"))
+            .bearer_auth(&token)
+            .header("idempotency-key", "order-7")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let first = send(
+        r#"{"to":{"email":"a@example.com","name":"Maya"},"subject":"Hi","html":"<p>x</p>","type":"transactional","metadata":{"a":1,"b":[{"x":1,"y":2}]}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let first: Value = first.json().await.unwrap();
+    let again = send(
+        r#"{ "type": "transactional", "metadata": {"b": [{"y": 2, "x": 1}], "a": 1},
+            "html": "<p>x</p>", "subject": "Hi", "to": {"name": "Maya", "email": "a@example.com"} }"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    assert_eq!(api.queue_count().await, 1);
+    // Another value is still another request.
+    let other = send(
+        r#"{"to":{"email":"a@example.com","name":"Maya"},"subject":"Hi!","html":"<p>x</p>","type":"transactional","metadata":{"a":1,"b":[{"x":1,"y":2}]}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(error_code(other, 409).await.0, "idempotency_key_reused");
+}
+
+/// Issue 19 item 7: a `scheduled_for` without a UTC offset names no instant; the 422 says
+/// the offset is required (it said "premature end of input").
+#[tokio::test]
+async fn scheduled_for_without_an_offset_is_refused_saying_the_offset_is_required() {
+    let api = Api::start().await;
+    let token = api.token(&[Scope::Enqueue]).await;
+    for local in ["2030-01-15T09:30:00", "2030-01-15 09:30:00.250"] {
+        let mut body = email("maya@example.com");
+        body["scheduled_for"] = json!(local);
+        let r = api.post_json("/v1/emails", &token, &body).await;
+        let (code, err) = error_code(r, 422).await;
+        assert_eq!(code, "validation_failed");
+        let e = &err["error"]["details"]["errors"][0];
+        assert_eq!(e["field"], "scheduled_for", "{err}");
+        let message = e["message"].as_str().unwrap();
+        assert!(
+            message.contains("no UTC offset, which is required") && message.contains(local),
+            "{message}"
+        );
+    }
+    let mut body = email("maya@example.com");
+    body["scheduled_for"] = json!("2030-01-15T09:30:00Z");
+    let r = api.post_json("/v1/emails", &token, &body).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(api.queue_count().await, 1);
+}
+
 /// Every class of bad input: a 4xx JSON error that names the problem, and no row.
 #[tokio::test]
 async fn bad_input_is_refused_with_the_field_named_and_nothing_inserted() {

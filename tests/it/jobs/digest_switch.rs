@@ -349,8 +349,10 @@ async fn a_deleted_users_address_is_held_like_their_user_id_rows_then_suppressed
     }
 }
 
+/// JSON `null` metadata is no metadata: held and carried. Any other value that is not an
+/// object is refused as the API refuses it (issue 19 item 4), before any hold.
 #[tokio::test]
-async fn notifications_with_non_object_metadata_are_held_and_carried() {
+async fn notifications_with_null_metadata_are_held_and_carried_other_non_objects_fail() {
     let db = TestDb::new().await;
     digest_template(&db.pool).await;
     let maya = user(&db.pool, "maya@example.com", "Maya").await;
@@ -378,16 +380,29 @@ async fn notifications_with_non_object_metadata_are_held_and_carried() {
     .drain()
     .await
     .unwrap();
-    assert_eq!(held_count(&db.pool, maya).await, 3);
-    let report = run(&jobs(&db), JobName::Digest, "2026-03-09T09:00:00Z").await;
-    assert!(report.detail.contains("held_included=3"), "{report}");
-    for id in ids {
+    assert_eq!(held_count(&db.pool, maya).await, 1);
+    for (id, kind) in [(ids[1], "an array"), (ids[2], "a string")] {
         let r = row(&db.pool, id).await;
         assert_eq!(
-            (r.status.as_str(), r.provider_id.as_deref()),
-            ("sent", Some("digest"))
+            (r.status.as_str(), r.failure_reason.as_deref()),
+            (
+                "failed",
+                Some(
+                    format!(
+                        "the row cannot be sent as stored: metadata must be a JSON object, got {kind}"
+                    )
+                    .as_str()
+                )
+            )
         );
     }
+    let report = run(&jobs(&db), JobName::Digest, "2026-03-09T09:00:00Z").await;
+    assert!(report.detail.contains("held_included=1"), "{report}");
+    let r = row(&db.pool, ids[0]).await;
+    assert_eq!(
+        (r.status.as_str(), r.provider_id.as_deref()),
+        ("sent", Some("digest"))
+    );
 }
 
 #[tokio::test]
