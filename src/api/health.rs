@@ -141,6 +141,9 @@ pub async fn metrics(State(state): State<ApiState>) -> axum::response::Response 
 
 /// `/metrics` on the operations listener (`http.metrics_addr`, or `http.addr` in a process
 /// without the API).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition format",
+        content_type = "text/plain; version=0.0.4")))]
 pub async fn ops_metrics(State(state): State<ApiState>) -> axum::response::Response {
     exposition(&state).into_response()
 }

@@ -245,10 +245,12 @@ async fn fallback() -> ApiError {
 
 /// The operations listener's routes: `/metrics`, `/readyz`, `/healthz`, nothing else.
 pub fn ops_router(state: ApiState) -> Router {
-    Router::new()
-        .route("/metrics", axum::routing::get(health::ops_metrics))
-        .route("/readyz", axum::routing::get(health::readyz))
-        .route("/healthz", axum::routing::get(health::healthz))
+    let (router, _) = OpenApiRouter::<ApiState>::new()
+        .routes(routes!(health::ops_metrics))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::healthz))
+        .split_for_parts();
+    router
         .fallback(fallback)
         .with_state(state)
         .layer(axum::middleware::map_response(error::json_errors))

@@ -24,6 +24,7 @@ fn render_everything() -> String {
         smtp_pool_size(8);
         lease_reclaims(2);
         job_run(Job::Digest, JobOutcome::Succeeded, Duration::from_secs(2));
+        job_interval(Job::Digest, Duration::from_secs(60));
         tracking_event(TrackingEvent::Click);
         unsubscribed(UnsubscribeVia::OneClick);
         queue_sampled(&[PriorityDepth {
