@@ -35,8 +35,12 @@ RUN cargo build --release --locked \
 # ---- run ------------------------------------------------------------------------------
 FROM debian:bookworm-slim
 
-# TLS roots are compiled in (webpki-roots); ca-certificates is for relays or databases
-# signed by a private CA that operators add to the system store.
+# ca-certificates is the system store (/etc/ssl/certs). PostgreSQL's certificate (checked with
+# sslmode=verify-ca/verify-full) must chain to it or to sslrootcert=, the relay's to it, to the
+# Mozilla roots compiled in or to smtp.ca_file. A private CA added to it (in a derived
+# image: copy it to /usr/local/share/ca-certificates/ and run update-ca-certificates) is trusted
+# by both; SSL_CERT_FILE / SSL_CERT_DIR, when set, are read instead of it.
+# docs/operations.md "TLS and private CAs".
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \

@@ -80,6 +80,9 @@ pub struct SmtpSettings {
     pub pool_size: u32,
     pub helo_name: String,
     pub provider_id: String,
+    /// A PEM file of extra CA certificates trusted for the relay; empty: none. See
+    /// [`SmtpSettings::ca_file`].
+    pub ca_file: String,
 }
 
 impl std::fmt::Debug for SmtpSettings {
@@ -90,6 +93,7 @@ impl std::fmt::Debug for SmtpSettings {
             .field("pool_size", &self.pool_size)
             .field("helo_name", &self.helo_name)
             .field("provider_id", &self.provider_id)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -97,6 +101,13 @@ impl std::fmt::Debug for SmtpSettings {
 impl SmtpSettings {
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
+    }
+
+    /// `smtp.ca_file`, unless empty: CA certificates trusted for the relay on top of the
+    /// bundled and system roots (read and checked by `Transport::from_settings`).
+    pub fn ca_file(&self) -> Option<&Path> {
+        let path = self.ca_file.trim();
+        (!path.is_empty()).then(|| Path::new(path))
     }
 }
 

@@ -2,6 +2,7 @@
 //! SMTP is configured (the embedded default).
 
 mod relay;
+mod tls;
 
 pub use relay::Refused;
 
@@ -22,6 +23,8 @@ pub const OUTBOX_PROVIDER_ID: &str = "outbox";
 pub enum TransportError {
     #[error("invalid SMTP URL {url}: {problem}")]
     BadUrl { url: String, problem: String },
+    #[error("smtp.ca_file {}: {problem}", path.display())]
+    CaFile { path: PathBuf, problem: String },
     #[error("cannot create outbox directory {dir}: {source}")]
     Outbox {
         dir: PathBuf,
@@ -60,6 +63,25 @@ impl Transport {
         smtp: &SmtpSettings,
         outbox: &OutboxSettings,
     ) -> Result<Transport, TransportError> {
+        // Checked even when mail goes to the outbox: a file named but unusable is a mistake
+        // better found now than when a relay is configured.
+        let roots = match smtp.ca_file() {
+            Some(path) => {
+                let roots = tls::ExtraRoots::from_pem_file(path).map_err(|problem| {
+                    TransportError::CaFile {
+                        path: path.to_path_buf(),
+                        problem,
+                    }
+                })?;
+                tracing::info!(
+                    ca_file = %path.display(),
+                    certificates = roots.len(),
+                    "smtp: trusting the CA certificates of smtp.ca_file"
+                );
+                roots
+            }
+            None => tls::ExtraRoots::default(),
+        };
         if smtp.url.trim().is_empty() {
             std::fs::create_dir_all(&outbox.dir).map_err(|source| TransportError::Outbox {
                 dir: outbox.dir.clone(),
@@ -70,7 +92,7 @@ impl Transport {
             });
         }
         let url = secure_by_default(&smtp.url)?;
-        let server = relay::Server::from_url(&url, &smtp.helo_name).map_err(|problem| {
+        let server = relay::Server::from_url(&url, &smtp.helo_name, &roots).map_err(|problem| {
             TransportError::BadUrl {
                 url: redact_url(&smtp.url),
                 problem,

@@ -16,3 +16,4 @@ mod poison;
 mod properties;
 mod security;
 mod templates;
+mod tls;

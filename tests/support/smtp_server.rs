@@ -14,7 +14,11 @@
 //! smtp.add_rule(Rule::delay(Command::Mail, Duration::from_secs(5)));
 //! ```
 //!
-//! Self-contained: uses only `std`, `tokio` and `uuid` (v4).
+//! [`TestSmtp::start_with_starttls`] also offers `STARTTLS` (RFC 3207) with the given
+//! rustls server configuration; the session starts over inside TLS, and every message
+//! records whether it came over TLS.
+//!
+//! Self-contained: uses only `std`, `tokio`, `tokio-rustls` and `uuid` (v4).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -24,11 +28,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
 
 /// Value advertised with the `SIZE` extension; bigger messages get `552`.
 pub const MAX_MESSAGE_SIZE: usize = 50 * 1024 * 1024;
@@ -61,6 +66,9 @@ pub enum Command {
     Noop,
     /// `QUIT`.
     Quit,
+    /// `STARTTLS` (offered only by [`TestSmtp::start_with_starttls`]; answered with `502`
+    /// otherwise, and once TLS is on). Rule argument: empty.
+    StartTls,
     /// Any other verb (answered with `500`). Rule argument: the whole line.
     Unknown,
 }
@@ -75,6 +83,7 @@ impl Command {
             "RSET" => Command::Rset,
             "NOOP" => Command::Noop,
             "QUIT" => Command::Quit,
+            "STARTTLS" => Command::StartTls,
             _ => Command::Unknown,
         }
     }
@@ -198,6 +207,8 @@ pub struct ReceivedMessage {
     /// The id sent back in `250 2.0.0 Ok: queued as <ID>`.
     pub queue_id: String,
     pub received_at: Instant,
+    /// The message came inside TLS (after `STARTTLS`).
+    pub tls: bool,
 }
 
 impl ReceivedMessage {
@@ -281,13 +292,26 @@ pub struct TestSmtp {
 impl TestSmtp {
     /// Bind `127.0.0.1:0` and start serving.
     pub async fn start() -> TestSmtp {
+        TestSmtp::serve(None).await
+    }
+
+    /// Like [`TestSmtp::start`], and offers `STARTTLS` with this certificate configuration.
+    /// A failed handshake ends the connection and is noted in [`TestSmtp::tls_failures`].
+    pub async fn start_with_starttls(config: Arc<ServerConfig>) -> TestSmtp {
+        TestSmtp::serve(Some(TlsAcceptor::from(config))).await
+    }
+
+    async fn serve(tls: Option<TlsAcceptor>) -> TestSmtp {
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .unwrap_or_else(|e| panic!("test SMTP server: cannot bind 127.0.0.1:0: {e}"));
         let addr = listener
             .local_addr()
             .unwrap_or_else(|e| panic!("test SMTP server: no local address: {e}"));
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            tls,
+            ..Shared::default()
+        });
         let accept_task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         TestSmtp {
             addr,
@@ -374,6 +398,11 @@ impl TestSmtp {
         self.shared.lock().unconfirmed.clone()
     }
 
+    /// Why each failed TLS handshake failed, as the server saw it, in order.
+    pub fn tls_failures(&self) -> Vec<String> {
+        self.shared.lock().tls_failures.clone()
+    }
+
     /// Forget the recorded messages (counters and rules are kept).
     pub fn clear_messages(&self) {
         let mut state = self.shared.lock();
@@ -424,6 +453,8 @@ struct Shared {
     /// Woken on every new message and every counted command.
     changed: Notify,
     refuse: AtomicBool,
+    /// Set: `STARTTLS` is offered.
+    tls: Option<TlsAcceptor>,
 }
 
 #[derive(Default)]
@@ -433,6 +464,7 @@ struct State {
     unconfirmed: Vec<Unconfirmed>,
     connections: usize,
     commands: HashMap<Command, usize>,
+    tls_failures: Vec<String>,
 }
 
 /// What the rules decided for one step.
@@ -460,6 +492,11 @@ impl Shared {
 
     fn record(&self, message: ReceivedMessage) {
         self.lock().messages.push(message);
+        self.changed.notify_waiters();
+    }
+
+    fn record_tls_failure(&self, why: String) {
+        self.lock().tls_failures.push(why);
         self.changed.notify_waiters();
     }
 
@@ -570,6 +607,10 @@ impl Reply {
 #[derive(Default)]
 struct Session {
     greeted: bool,
+    /// `STARTTLS` is offered: the server has a certificate and TLS is not on yet.
+    tls_offered: bool,
+    /// Inside TLS.
+    tls: bool,
     mail_from: Option<String>,
     rcpt_to: Vec<String>,
 }
@@ -598,9 +639,10 @@ enum Effect {
     EnterData,
     Reset,
     Close,
+    StartTls,
 }
 
-async fn send(wr: &mut OwnedWriteHalf, reply: &Reply) -> io::Result<()> {
+async fn send(wr: &mut (impl AsyncWrite + Unpin), reply: &Reply) -> io::Result<()> {
     wr.write_all(&reply.to_wire()).await?;
     wr.flush().await
 }
@@ -613,8 +655,7 @@ async fn pause(delay: Duration) {
 
 async fn session(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::new(rd);
+    let mut wr = stream;
 
     shared.count(Command::Connect);
     let (delay, outcome) = shared.evaluate(Command::Connect, &peer.to_string());
@@ -636,12 +677,47 @@ async fn session(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> io
         Outcome::Drop | Outcome::AcceptThenDrop => return Ok(()),
     }
 
-    let mut st = Session::default();
+    let mut st = Session {
+        tls_offered: shared.tls.is_some(),
+        ..Session::default()
+    };
+    let Some(plain) = conversation(&shared, wr, &mut st).await? else {
+        return Ok(());
+    };
+    // `220` to STARTTLS was sent: the handshake, then a new session (RFC 3207: the client
+    // greets again and nothing from before counts).
+    let Some(acceptor) = shared.tls.clone() else {
+        return Ok(());
+    };
+    let secured = match acceptor.accept(plain).await {
+        Ok(s) => s,
+        Err(e) => {
+            shared.record_tls_failure(e.to_string());
+            return Ok(());
+        }
+    };
+    let mut st = Session {
+        tls: true,
+        ..Session::default()
+    };
+    conversation(&shared, secured, &mut st).await?;
+    Ok(())
+}
+
+/// The commands of one session after the greeting. Returns the stream when the client
+/// asked for `STARTTLS` and was told to go ahead; `None` when the session is over.
+async fn conversation<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    stream: S,
+    st: &mut Session,
+) -> io::Result<Option<S>> {
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut rd = BufReader::new(rd);
     let mut line = Vec::new();
     loop {
         line.clear();
         if rd.read_until(b'\n', &mut line).await? == 0 {
-            return Ok(()); // client closed
+            return Ok(None); // client closed
         }
         let text = String::from_utf8_lossy(strip_eol(&line)).into_owned();
         let (verb, arg) = match text.split_once(' ') {
@@ -659,11 +735,11 @@ async fn session(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> io
         let (delay, outcome) = shared.evaluate(cmd, &argument);
         pause(delay).await;
 
-        let (normal, effect) = normal_step(&st, cmd, verb, arg);
+        let (normal, effect) = normal_step(st, cmd, verb, arg);
         let reply = match outcome {
             Outcome::Normal => normal,
             Outcome::Reply(custom) => custom,
-            Outcome::Drop | Outcome::AcceptThenDrop => return Ok(()),
+            Outcome::Drop | Outcome::AcceptThenDrop => return Ok(None),
         };
         send(&mut wr, &reply).await?;
         if !reply.is_positive() {
@@ -678,12 +754,19 @@ async fn session(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> io
             Effect::SetFrom(from) => st.mail_from = Some(from),
             Effect::AddRcpt(rcpt) => st.rcpt_to.push(rcpt),
             Effect::Reset => st.reset(),
-            Effect::Close => return close(wr).await,
+            Effect::Close => {
+                close(wr).await?;
+                return Ok(None);
+            }
+            Effect::StartTls => {
+                // A client waits for the 220 before its handshake: nothing is buffered.
+                return Ok(Some(rd.into_inner().unsplit(wr)));
+            }
             Effect::EnterData => {
-                let keep_going = receive_data(&shared, &mut rd, &mut wr, &st).await?;
+                let keep_going = receive_data(shared, &mut rd, &mut wr, st).await?;
                 st.reset();
                 if !keep_going {
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
@@ -694,8 +777,8 @@ async fn session(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> io
 /// Returns `false` when the connection must be closed.
 async fn receive_data(
     shared: &Shared,
-    rd: &mut BufReader<OwnedReadHalf>,
-    wr: &mut OwnedWriteHalf,
+    rd: &mut (impl AsyncBufRead + Unpin),
+    wr: &mut (impl AsyncWrite + Unpin),
     st: &Session,
 ) -> io::Result<bool> {
     let mut data = Vec::new();
@@ -728,6 +811,7 @@ async fn receive_data(
         data,
         queue_id: queue_id.clone(),
         received_at: Instant::now(),
+        tls: st.tls,
     };
     let reply = match outcome {
         Outcome::Drop => return Ok(false),
@@ -770,19 +854,27 @@ fn normal_step(st: &Session, cmd: Command, verb: &str, arg: &str) -> (Reply, Eff
         Command::Ehlo if verb.eq_ignore_ascii_case("HELO") => {
             (Reply::new(250, SERVER_NAME), Effect::Greet)
         }
-        Command::Ehlo => (
-            Reply {
-                code: 250,
-                lines: vec![
-                    SERVER_NAME.to_owned(),
-                    "PIPELINING".to_owned(),
-                    format!("SIZE {MAX_MESSAGE_SIZE}"),
-                    "8BITMIME".to_owned(),
-                    "ENHANCEDSTATUSCODES".to_owned(),
-                    "SMTPUTF8".to_owned(),
-                ],
-            },
-            Effect::Greet,
+        Command::Ehlo => {
+            let mut lines = vec![
+                SERVER_NAME.to_owned(),
+                "PIPELINING".to_owned(),
+                format!("SIZE {MAX_MESSAGE_SIZE}"),
+                "8BITMIME".to_owned(),
+                "ENHANCEDSTATUSCODES".to_owned(),
+                "SMTPUTF8".to_owned(),
+            ];
+            if st.tls_offered {
+                lines.push("STARTTLS".to_owned());
+            }
+            (Reply { code: 250, lines }, Effect::Greet)
+        }
+        Command::StartTls if !st.tls_offered => (
+            Reply::new(502, "5.5.1 Error: STARTTLS not offered"),
+            Effect::None,
+        ),
+        Command::StartTls => (
+            Reply::new(220, "2.0.0 Ready to start TLS"),
+            Effect::StartTls,
         ),
         Command::Mail if !st.greeted => bad_sequence("5.5.1 Error: send HELO/EHLO first"),
         Command::Mail if st.mail_from.is_some() => bad_sequence("5.5.1 Error: nested MAIL command"),
@@ -855,7 +947,7 @@ fn strip_eol(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-async fn close(mut wr: OwnedWriteHalf) -> io::Result<()> {
+async fn close(mut wr: impl AsyncWrite + Unpin) -> io::Result<()> {
     wr.shutdown().await
 }
 

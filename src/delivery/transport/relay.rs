@@ -20,13 +20,14 @@ use std::time::{Duration, Instant};
 
 use lettre::Message;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::super::classify::SendFailure;
+use super::tls::{self, ExtraRoots};
 
 /// A pooled connection idle longer than this is checked with NOOP before use.
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(5);
@@ -47,8 +48,13 @@ impl Server {
     /// Reads an URL already passed through `secure_by_default`, as lettre's `from_url`
     /// does: `smtp://` plain (port 25), `?tls=required|opportunistic` STARTTLS (587),
     /// `smtps://` implicit TLS (465), user and password as credentials, a path as the
-    /// EHLO name. `helo_name`, when not empty, wins over the path.
-    pub(super) fn from_url(raw: &str, helo_name: &str) -> Result<Server, String> {
+    /// EHLO name. `helo_name`, when not empty, wins over the path. With TLS, the relay's
+    /// certificate must chain to the bundled roots, the system store or `roots`.
+    pub(super) fn from_url(
+        raw: &str,
+        helo_name: &str,
+        roots: &ExtraRoots,
+    ) -> Result<Server, String> {
         let url = url::Url::parse(raw).map_err(|e| e.to_string())?;
         let host = url
             .host_str()
@@ -60,7 +66,7 @@ impl Server {
             .query_pairs()
             .find(|(k, _)| k == "tls")
             .map(|(_, v)| v.into_owned());
-        let params = || TlsParameters::new(host.clone()).map_err(|e| e.to_string());
+        let params = || roots.parameters(&host);
         let (tls, default_port) = match (url.scheme(), tls_param.as_deref()) {
             ("smtp", None) => (Tls::None, 25),
             ("smtp", Some("required")) => (Tls::Required(params()?), 587),
@@ -268,7 +274,9 @@ impl Connections {
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, SendFailure> {
         let s = &self.server;
-        let smtp_err = |e: lettre::transport::smtp::Error| SendFailure::from_smtp_error(&e);
+        let smtp_err = |e: lettre::transport::smtp::Error| {
+            tls::handshake_failure(&e, &s.host).unwrap_or_else(|| SendFailure::from_smtp_error(&e))
+        };
         let mut conn = if let Tls::Wrapper(params) = &s.tls {
             AsyncSmtpConnection::connect_tokio1(
                 (s.host.as_str(), s.port),
@@ -419,7 +427,8 @@ mod tests {
 
     #[test]
     fn urls_are_read_like_lettre_reads_them() {
-        let s = Server::from_url("smtp://127.0.0.1:2525", "").unwrap();
+        let none = ExtraRoots::default();
+        let s = Server::from_url("smtp://127.0.0.1:2525", "", &none).unwrap();
         assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 2525));
         assert!(matches!(s.tls, Tls::None));
         assert!(s.credentials.is_none());
@@ -427,6 +436,7 @@ mod tests {
         let s = Server::from_url(
             "smtp://u%40x:p%2Fw@relay.example?tls=required",
             "me.example",
+            &none,
         )
         .unwrap();
         assert_eq!(s.port, 587);
@@ -437,11 +447,11 @@ mod tests {
         );
         assert_eq!(s.hello, ClientId::Domain("me.example".into()));
 
-        let s = Server::from_url("smtps://relay.example/helo.example", "").unwrap();
+        let s = Server::from_url("smtps://relay.example/helo.example", "", &none).unwrap();
         assert_eq!(s.port, 465);
         assert!(matches!(s.tls, Tls::Wrapper(_)));
         assert_eq!(s.hello, ClientId::Domain("helo.example".into()));
 
-        assert!(Server::from_url("smtp://relay.example?tls=bogus", "").is_err());
+        assert!(Server::from_url("smtp://relay.example?tls=bogus", "", &none).is_err());
     }
 }
