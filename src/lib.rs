@@ -1,5 +1,6 @@
 //! adopt-worker: the background job and email delivery worker of the Adopt Don't Shop
-//! platform. See README.md for the tour; DESIGN.md is the behaviour contract.
+//! platform. See README.md for the tour and the behaviour contract; docs/integrating.md for
+//! services that queue email.
 
 pub mod api;
 pub mod cli;

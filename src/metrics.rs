@@ -30,7 +30,10 @@ pub use labels::{
     BounceKind, Job, JobOutcome, Outcome, QueueState, SendClass, SuppressionReason, TrackingEvent,
     UnsubscribeVia,
 };
-pub use sampler::{PriorityDepth, QUEUE_SAMPLE_SQL, run_sampler, sample_queue};
+pub use sampler::{
+    AheadWarning, CREATED_AHEAD_MARGIN_SECS, CREATED_AHEAD_RECENT_SECS, CREATED_AHEAD_WARN_EVERY,
+    PriorityDepth, QUEUE_SAMPLE_SQL, format_lead, run_sampler, sample_queue,
+};
 
 /// What kind of Prometheus metric a catalogue entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +205,14 @@ pub const QUEUE_OLDEST_DUE_AGE: MetricDef = def(
     "How long the oldest due queued row has been due (0 when none is due), sampled from the database.",
     &[],
 );
+pub const QUEUE_CREATED_AHEAD: MetricDef = def(
+    "adopt_worker_queue_created_ahead",
+    Gauge,
+    Unit::Count,
+    &[],
+    "email_queue rows whose created_at lies more than 2 minutes ahead of the database's UTC clock, still queued or attempted in the last 10 minutes: a service inserts rows from a session whose TimeZone is not UTC (docs/integrating.md, Times). Sampled from the database; 0 when every inserter writes UTC.",
+    &[],
+);
 pub const QUEUE_SAMPLE_FAILURES: MetricDef = def(
     "adopt_worker_queue_sample_failures_total",
     Counter,
@@ -321,6 +332,7 @@ pub const CATALOGUE: &[&MetricDef] = &[
     &SMTP_POOL_MAX,
     &QUEUE_DEPTH,
     &QUEUE_OLDEST_DUE_AGE,
+    &QUEUE_CREATED_AHEAD,
     &QUEUE_SAMPLE_FAILURES,
     &LEASE_RECLAIMS,
     &JOB_RUNS,
@@ -461,6 +473,8 @@ pub fn queue_sampled(rows: &[PriorityDepth]) {
         }
         gauge!(QUEUE_OLDEST_DUE_AGE.name, "priority" => p).set(row.oldest_due_age_secs);
     }
+    let ahead: i64 = rows.iter().map(|r| r.created_ahead).sum();
+    gauge!(QUEUE_CREATED_AHEAD.name).set(ahead as f64);
 }
 
 /// A queue sample failed.

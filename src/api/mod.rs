@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN.md "The HTTP API"): enqueue, read, retry, templates for admins, open
+//! The HTTP API (README "HTTP API"): enqueue, read, retry, templates for admins, open
 //! pixel and click redirect, unsubscribe, relay webhooks, health and the OpenAPI document.
 //!
 //! [`routes`] is the single list of routes: each goes in through utoipa-axum's `routes!`,

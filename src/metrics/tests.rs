@@ -33,6 +33,8 @@ fn render_everything() -> String {
             scheduled: 1,
             sending: 2,
             oldest_due_age_secs: 4.5,
+            created_ahead: 2,
+            created_ahead_max_secs: 3600.0,
         }]);
         queue_sample_failed();
         db_pool(4, 1, 10);
@@ -231,4 +233,54 @@ fn install_is_idempotent() {
             .find(|l| l.starts_with("adopt_worker_retries_scheduled_total "));
         assert_eq!(line, Some("adopt_worker_retries_scheduled_total 1"));
     }
+}
+
+#[test]
+fn rows_created_ahead_are_summed_over_priorities() {
+    let recorder = builder().unwrap().build_recorder();
+    let handle = recorder.handle();
+    let depth = |priority, created_ahead| PriorityDepth {
+        priority,
+        due: 0,
+        scheduled: 0,
+        sending: 0,
+        oldest_due_age_secs: 0.0,
+        created_ahead,
+        created_ahead_max_secs: 0.0,
+    };
+    metrics::with_local_recorder(&recorder, || {
+        queue_sampled(&[
+            depth(EmailPriority::Urgent, 1),
+            depth(EmailPriority::Normal, 4),
+            depth(EmailPriority::Low, 0),
+        ]);
+    });
+    let out = handle.render();
+    assert!(
+        out.lines()
+            .any(|l| l == "adopt_worker_queue_created_ahead 5"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_created_ahead_warning_is_logged_at_most_once_a_minute() {
+    let mut warning = AheadWarning::default();
+    let t0 = std::time::Instant::now();
+    let at = |secs| t0 + Duration::from_secs(secs);
+    assert!(!warning.due(at(0), 0), "nothing to say without such rows");
+    assert!(warning.due(at(1), 3), "the first sample that sees some");
+    assert!(!warning.due(at(16), 3));
+    assert!(!warning.due(at(60), 7));
+    assert!(warning.due(at(61), 7), "a minute after the last warning");
+    assert!(!warning.due(at(200), 0));
+    assert!(warning.due(at(215), 1));
+}
+
+#[test]
+fn the_lead_reads_as_hours_and_minutes() {
+    assert_eq!(format_lead(3599.6), "1h 00m");
+    assert_eq!(format_lead(7200.0 + 1800.0), "2h 30m");
+    assert_eq!(format_lead(150.0), "0h 03m");
+    assert_eq!(format_lead(-5.0), "0h 00m");
 }

@@ -275,7 +275,7 @@ pub fn category(email: &ClaimedEmail) -> Option<String> {
 /// The category of the digest email itself (its one-click unsubscribe turns this off).
 pub const DIGEST_CATEGORY: &str = "notification_digest";
 
-/// DESIGN.md "Who gets what", as one pure function of the row and its recipient.
+/// README "Who gets what", as one pure function of the row and its recipient.
 pub fn decide(email: &ClaimedEmail) -> Verdict {
     let p = &email.recipient;
     if p.is_blacklisted == Some(true) {

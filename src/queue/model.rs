@@ -71,7 +71,7 @@ impl EmailPriority {
     }
 }
 
-/// `email_status_enum`: the states of a row's life (see DESIGN.md).
+/// `email_status_enum`: the states of a row's life (see docs/integrating.md, "States").
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
 )]

@@ -10,6 +10,7 @@ mod api;
 mod cli;
 mod delivery;
 mod foundation;
+mod integrating;
 mod jobs;
 mod ops;
 mod poison;

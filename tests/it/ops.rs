@@ -1099,3 +1099,160 @@ fn new_indexes_on_shared_tables_are_built_concurrently_outside_a_transaction() {
         }
     }
 }
+
+/// Issue 19: a service whose database session is not in UTC writes its local time into
+/// `created_at` (the seed's `DEFAULT CURRENT_TIMESTAMP`). The real binary counts such rows
+/// in `adopt_worker_queue_created_ahead`, warns once (not on every 1 s sample), and still
+/// sends the row at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_created_by_a_session_in_berlin_are_counted_logged_once_and_sent_at_once() {
+    use sqlx::{Connection, Executor};
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+
+    // The other service: a session in Berlin, created_at left to the seed's default.
+    let mut berlin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    berlin
+        .execute("SET TimeZone = 'Europe/Berlin'")
+        .await
+        .unwrap();
+    let (id, ahead): (uuid::Uuid, f64) = sqlx::query_as(
+        "INSERT INTO email_queue (from_email, to_email, subject, html_content, type)
+         VALUES ('rescues@adoptdontshop.com', 'maya@example.com', 'Biscuit says hello',
+                 '<p>Hello Maya</p>', 'transactional')
+         RETURNING email_id,
+                   EXTRACT(EPOCH FROM created_at - (now() AT TIME ZONE 'UTC'))::float8",
+    )
+    .fetch_one(&mut berlin)
+    .await
+    .unwrap();
+    assert!(
+        (3500.0..7300.0).contains(&ahead),
+        "Berlin is 1 or 2 hours ahead of UTC: created_at is {ahead} s ahead"
+    );
+    // A service in UTC: not counted.
+    let utc = NewEmail::to("sam@example.com").insert(&db.pool).await;
+
+    let sampled = metrics::sample_queue(&db.pool).await.unwrap();
+    let count: i64 = sampled.iter().map(|r| r.created_ahead).sum();
+    assert_eq!(count, 1, "{sampled:?}");
+    let normal = sampled
+        .iter()
+        .find(|r| r.priority.as_str() == "normal")
+        .unwrap();
+    assert!(
+        (3400.0..7300.0).contains(&normal.created_ahead_max_secs),
+        "{normal:?}"
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::from(bin())
+        .args(["run", "--no-api"])
+        .env("DATABASE_URL", &db.url)
+        .env("SMTP_URL", smtp.url())
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("ADOPT__METRICS__SAMPLE_INTERVAL_SECS", "1")
+        .env("ADOPT__JOBS__ENABLED", "false")
+        .env("RUST_LOG", "warn")
+        .env("ADOPT__LOG__FORMAT", "human")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = tokio::spawn({
+        let lines = lines.clone();
+        async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut stderr = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = stderr.next_line().await {
+                lines.lock().unwrap().push(line);
+            }
+        }
+    });
+    const WARNING: &str = "created_at more than 2 minutes ahead of UTC";
+    let warnings = || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(WARNING))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+
+    // Sent at once: created_at only orders rows.
+    let sent = eventually(Duration::from_secs(15), || async {
+        row(&db.pool, id).await.status == "sent"
+    })
+    .await;
+    assert!(
+        sent,
+        "the Berlin row is sent at once: {:?}",
+        row(&db.pool, id).await
+    );
+    assert_eq!(row(&db.pool, utc).await.status, "sent");
+
+    // The gauge, scraped from the process: still 1 after the row was sent.
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let mut seen = None;
+    for _ in 0..100 {
+        if let Ok(resp) = http.get(&url).send().await {
+            let text = resp.text().await.unwrap_or_default();
+            seen = sample(&text, "adopt_worker_queue_created_ahead");
+            if seen == Some(1.0) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, Some(1.0), "adopt_worker_queue_created_ahead");
+
+    // Logged with the count, and at most once a minute: three more samples add no line.
+    assert!(
+        eventually(Duration::from_secs(10), || async { !warnings().is_empty() }).await,
+        "no warning in {:?}",
+        lines.lock().unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let logged = warnings();
+    assert_eq!(logged.len(), 1, "{logged:#?}");
+    assert!(logged[0].contains("WARN"), "{}", logged[0]);
+    assert!(logged[0].contains("rows=1"), "{}", logged[0]);
+    assert!(
+        logged[0].contains("ahead_by=1h") || logged[0].contains("ahead_by=2h"),
+        "{}",
+        logged[0]
+    );
+
+    let pid = child.id().unwrap().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    reader.abort();
+
+    // Ten minutes after its attempt, the row no longer counts: the gauge falls back to 0
+    // once the inserter is fixed, without waiting for the clock to pass created_at.
+    sqlx::query(
+        "UPDATE email_queue SET last_attempt_at = last_attempt_at - interval '11 minutes'
+         WHERE email_id = $1",
+    )
+    .bind(id)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let sampled = metrics::sample_queue(&db.pool).await.unwrap();
+    assert_eq!(
+        sampled.iter().map(|r| r.created_ahead).sum::<i64>(),
+        0,
+        "{sampled:?}"
+    );
+}
