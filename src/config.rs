@@ -224,6 +224,9 @@ pub struct ApiSettings {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
+    /// Delivery log lines name the whole recipient address, not only its domain.
+    #[serde(default)]
+    pub recipient_addresses: bool,
 }
 
 /// HTTP API credentials other than service tokens (those live in `api_tokens`).

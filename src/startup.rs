@@ -78,6 +78,7 @@ impl App {
                 public_url: settings.http.public_url.clone(),
                 rate_limit_per_sec: settings.worker.rate_limit_per_sec,
                 lease: settings.worker.lease(),
+                log_recipient_addresses: settings.log.recipient_addresses,
                 from_name: settings.app.from_name.clone(),
             },
             templates.clone(),

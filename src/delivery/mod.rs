@@ -61,6 +61,9 @@ pub struct DeliveryPolicy {
     pub rate_limit_per_sec: u32,
     /// `worker.lease_secs`: every send must end before its row's lease runs out.
     pub lease: Duration,
+    /// `log.recipient_addresses`: delivery log lines carry the whole address, not only its
+    /// domain.
+    pub log_recipient_addresses: bool,
     /// `app.from_name`: the sender's name for rows without `from_name`, as the API gives
     /// its rows.
     pub from_name: String,
@@ -134,6 +137,7 @@ impl Deliverer {
         let span = info_span!("deliver", email_id = %email.email_id, attempt = email.retries() + 1);
         async {
             let _in_flight = metrics::in_flight_guard();
+            let started = Instant::now();
             let (outcome, rendered) = self.attempt(&mut email).await;
             let recorded = self.record(&email, &outcome, rendered.as_ref()).await;
             if let (Recorded::Written(_), Outcome::Sent(accepted)) = (&recorded, &outcome)
@@ -143,6 +147,12 @@ impl Deliverer {
             }
             if let Recorded::Written(status) = recorded {
                 observe(&email, &outcome, status);
+                log_outcome(
+                    &email,
+                    &outcome,
+                    started.elapsed(),
+                    self.policy.log_recipient_addresses,
+                );
             }
             (outcome, recorded)
         }
@@ -601,28 +611,87 @@ fn observe(email: &ClaimedEmail, outcome: &Outcome, status: EmailStatus) {
         metrics::email_finished(email.email_type, email.priority, o);
     }
     match outcome {
-        Outcome::Sent(_) => {
-            metrics::enqueue_to_sent(email.priority, email.created_at);
-            debug!(status = status.as_str(), "attempt recorded");
-        }
-        Outcome::Retry { failure, delay } => {
+        Outcome::Sent(_) => metrics::enqueue_to_sent(email.priority, email.created_at),
+        Outcome::Retry { failure, .. } => {
             if status == EmailStatus::Queued {
                 metrics::retry_scheduled();
             }
             if failure.is_soft_bounce() {
                 metrics::bounce(MetricBounce::Soft);
             }
-            info!(status = status.as_str(), retry_in = ?delay, reason = %failure.reason, "attempt recorded");
         }
-        Outcome::Bounced(failure) => {
-            metrics::bounce(MetricBounce::Hard);
-            warn!(status = status.as_str(), reason = %failure.reason, "attempt recorded");
-        }
-        Outcome::Failed { reason } => warn!(status = status.as_str(), %reason, "attempt recorded"),
-        Outcome::Unsubscribed { reason } => {
-            info!(status = status.as_str(), %reason, "attempt recorded")
-        }
-        Outcome::HeldForDigest | Outcome::Released => {}
+        Outcome::Bounced(_) => metrics::bounce(MetricBounce::Hard),
+        _ => {}
+    }
+}
+
+/// One line per delivery outcome, as an MTA writes one: what, to which domain (the whole
+/// address only with `log.recipient_addresses`: logs travel further than the database), the
+/// relay's reply code and queue id, and how long the attempt took. The span adds the email
+/// id and attempt number.
+fn log_outcome(email: &ClaimedEmail, outcome: &Outcome, took: Duration, addresses: bool) {
+    let to = email.to_email.trim();
+    let recipient = if addresses {
+        to
+    } else {
+        to.rsplit_once('@').map_or("", |(_, domain)| domain)
+    };
+    let (kind, priority, ms) = (
+        email.email_type.as_str(),
+        email.priority.as_str(),
+        took.as_millis() as u64,
+    );
+    let code = |failure: &SendFailure| failure.reply.as_ref().map(|r| r.code);
+    match outcome {
+        Outcome::Sent(a) => info!(
+            outcome = "sent",
+            r#type = kind,
+            priority,
+            to = recipient,
+            ms,
+            code = a.reply.get(..3).unwrap_or(""),
+            queue_id = a.provider_message_id.as_deref().unwrap_or(""),
+            refused = a.refused.len(),
+            "delivery"
+        ),
+        Outcome::Retry { failure, delay } => info!(
+            outcome = "retry", r#type = kind, priority, to = recipient, ms, code = ?code(failure),
+            retry_at = %(chrono::Utc::now() + chrono::Duration::from_std(*delay).unwrap_or_default()).format("%Y-%m-%dT%H:%M:%SZ"),
+            reason = %failure.reason,
+            "delivery"
+        ),
+        Outcome::Bounced(failure) => warn!(
+            outcome = "bounced", r#type = kind, priority, to = recipient, ms, code = ?code(failure),
+            reason = %failure.reason,
+            "delivery"
+        ),
+        Outcome::Failed { reason } if reason.starts_with("suppressed") => info!(
+            outcome = "suppressed", r#type = kind, priority, to = recipient, ms, %reason,
+            "delivery"
+        ),
+        Outcome::Failed { reason } => warn!(
+            outcome = "failed", r#type = kind, priority, to = recipient, ms, %reason,
+            "delivery"
+        ),
+        Outcome::Unsubscribed { reason } => info!(
+            outcome = "unsubscribed", r#type = kind, priority, to = recipient, ms, %reason,
+            "delivery"
+        ),
+        Outcome::HeldForDigest => info!(
+            outcome = "held",
+            r#type = kind,
+            priority,
+            to = recipient,
+            ms,
+            "delivery"
+        ),
+        Outcome::Released => debug!(
+            outcome = "released",
+            r#type = kind,
+            priority,
+            ms,
+            "delivery: returned to the queue unsent"
+        ),
     }
 }
 

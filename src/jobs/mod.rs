@@ -330,6 +330,11 @@ impl Jobs {
             Ok(r) if r.outcome == RunOutcome::Skipped => {
                 tracing::debug!(report = %r, "slot run elsewhere")
             }
+            // A run that found nothing to do (the reaper every 30 s, most expiry runs) is
+            // not news.
+            Ok(r) if r.rows_affected == 0 => {
+                tracing::debug!(report = %r, "scheduled job finished; nothing to do")
+            }
             Ok(r) => info!(report = %r, "scheduled job finished"),
             Err(e) => error!(%job, %slot, error = %e, "scheduled job could not be run"),
         }

@@ -1256,3 +1256,69 @@ async fn rows_created_by_a_session_in_berlin_are_counted_logged_once_and_sent_at
         "{sampled:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_delivery_outcome_is_one_log_line_naming_the_domain_not_the_address() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    smtp.add_rule(Rule::reply(Command::Rcpt, 550, "5.1.1 user unknown").matching("gone@"));
+    let sent = NewEmail::to("maya@shelter.example").insert(&db.pool).await;
+    let bounced = NewEmail::to("gone@old.example").insert(&db.pool).await;
+    let drain = |addresses: &'static str| {
+        let (url, smtp_url) = (db.url.clone(), smtp.url());
+        async move {
+            let out = tokio::process::Command::from(bin())
+                .arg("drain")
+                .env("DATABASE_URL", url)
+                .env("SMTP_URL", smtp_url)
+                .env("ADOPT__LOG__FORMAT", "json")
+                .env("ADOPT__LOG__RECIPIENT_ADDRESSES", addresses)
+                .env_remove("RUST_LOG")
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success());
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["fields"]["message"] == "delivery")
+                .collect::<Vec<_>>()
+        }
+    };
+    let lines = drain("false").await;
+    assert_eq!(lines.len(), 2, "one line per outcome: {lines:?}");
+    let line_for = |id: uuid::Uuid| {
+        lines
+            .iter()
+            .find(|l| l.to_string().contains(&id.to_string()))
+            .unwrap_or_else(|| panic!("no delivery line names {id}: {lines:?}"))
+            .clone()
+    };
+    let ok = line_for(sent);
+    assert_eq!(ok["fields"]["outcome"], "sent", "{ok}");
+    assert_eq!(ok["fields"]["to"], "shelter.example", "{ok}");
+    assert_eq!(ok["fields"]["code"], "250", "{ok}");
+    assert_eq!(
+        ok["fields"]["queue_id"],
+        smtp.messages()[0].queue_id,
+        "{ok}"
+    );
+    assert_eq!(ok["fields"]["type"], "transactional", "{ok}");
+    assert!(ok["fields"]["ms"].is_u64(), "{ok}");
+    let bad = line_for(bounced);
+    assert_eq!(bad["fields"]["outcome"], "bounced", "{bad}");
+    assert_eq!(bad["level"], "WARN", "{bad}");
+    assert!(
+        !bad.to_string().contains("gone@"),
+        "no address by default: {bad}"
+    );
+
+    sqlx::query("UPDATE email_queue SET status = 'queued' WHERE email_id = $1")
+        .bind(sent)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let lines = drain("true").await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["fields"]["to"], "maya@shelter.example");
+}
