@@ -239,12 +239,47 @@ pub struct Unsubscribe {
 
 impl Unsubscribe {
     /// `{public_url}/u/{token}` (+ `?category=...`): the page and the RFC 8058 POST target.
+    /// The one-click link. Token and category are percent-encoded: both may come from
+    /// another service (a token written by SQL, a category from the row's metadata), and
+    /// the link goes into a header, where a raw space, `>` or line break would break it.
     pub fn url(&self, public_url: &str) -> String {
         let base = public_url.trim_end_matches('/');
+        let token = url::form_urlencoded::byte_serialize(self.token.as_bytes()).collect::<String>();
+        // Spaces as %20 in a path, not form encoding's `+`.
+        let token = token.replace('+', "%20");
         match &self.category {
-            Some(c) => format!("{base}/u/{}?category={c}", self.token),
-            None => format!("{base}/u/{}", self.token),
+            Some(c) => format!(
+                "{base}/u/{token}?{}",
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("category", c)
+                    .finish()
+            ),
+            None => format!("{base}/u/{token}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::Unsubscribe;
+
+    #[test]
+    fn links_built_from_odd_tokens_and_categories_are_valid_urls() {
+        let u = Unsubscribe {
+            token: "a b>c\r\nX-Evil: 1".into(),
+            category: Some("news & offers\r\n".into()),
+        };
+        let link = u.url("https://adoptdontshop.com/");
+        assert!(link.bytes().all(|b| b.is_ascii_graphic()), "{link}");
+        assert_eq!(
+            link,
+            "https://adoptdontshop.com/u/a%20b%3Ec%0D%0AX-Evil%3A%201?category=news+%26+offers%0D%0A"
+        );
+        let plain = Unsubscribe {
+            token: "AbC-123_x".into(),
+            category: None,
+        };
+        assert_eq!(plain.url("http://h"), "http://h/u/AbC-123_x");
     }
 }
 
