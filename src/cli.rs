@@ -244,6 +244,7 @@ async fn send_test_now(app: &App, id: uuid::Uuid, to: &str) -> anyhow::Result<Ex
         });
     };
     let (outcome, _) = app.deliverer.deliver_reporting(email).await;
+    app.deliverer.transport().close().await;
     let failed = |class: &str, reason: &str, row: &str| {
         eprintln!(
             "send-test: {id} to {to} via {transport} FAILED ({class}): {reason}; the row is {row}"

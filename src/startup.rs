@@ -101,6 +101,7 @@ impl App {
             w.concurrency as usize,
         )
         .await?;
+        self.deliverer.transport().close().await;
         if let Err(e) = self.templates.flush_usage().await {
             warn!(error = %e, "writing template usage counts failed");
         }
@@ -247,6 +248,7 @@ impl App {
                 .await;
             // A claim that landed while the monitor stopped.
             release_unsent(&self.pool, &buffer).await;
+            self.deliverer.transport().close().await;
             let _ = usage.await;
             // Sends still in flight when the periodic flush stopped have finished now.
             if let Err(e) = self.templates.flush_usage().await {

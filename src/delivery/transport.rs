@@ -106,6 +106,14 @@ impl Transport {
         })))
     }
 
+    /// Closes every idle relay connection with QUIT (end of `drain`, shutdown, `send-test`):
+    /// the relay logs a clean end instead of a lost connection. Sends in flight keep theirs.
+    pub async fn close(&self) {
+        if let Transport::Smtp(relay) = self {
+            relay.connections.close_idle_now(Duration::ZERO).await;
+        }
+    }
+
     /// For logs: the relay URL without its password, or the outbox path.
     pub fn describe(&self) -> String {
         match self {

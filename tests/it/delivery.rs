@@ -1137,3 +1137,24 @@ async fn at_sigterm_rows_not_yet_handed_to_smtp_go_back_at_once() {
         "{counts:?}"
     );
 }
+
+#[tokio::test]
+async fn connections_closed_on_purpose_say_quit() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    insert_many(&db.pool, 20).await;
+    let mut s = settings(&db, Some(&smtp.url()), None, &[]);
+    s.smtp.pool_size = 3;
+    let app = app(s);
+    app.drain().await.unwrap();
+    assert_eq!(smtp.message_count(), 20);
+    let opened = smtp.connections();
+    assert!(opened >= 1);
+    // The end of a drain closes every pooled connection with QUIT (and waits for 221).
+    assert_eq!(
+        smtp.wait_for_commands(Command::Quit, opened, Duration::from_secs(5))
+            .await,
+        opened,
+        "every connection the drain opened was closed with QUIT"
+    );
+}

@@ -31,6 +31,8 @@ use super::tls::{self, ExtraRoots};
 
 /// A pooled connection idle longer than this is checked with NOOP before use.
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(5);
+/// How long a QUIT may wait for the server's reply.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A pooled connection idle longer than this is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -336,7 +338,11 @@ impl Connections {
             stale
         };
         for mut i in stale {
-            i.conn.abort().await;
+            // QUIT and its reply, as a polite client does, but never waiting long on a
+            // server that stopped answering; the connection closes when dropped.
+            if tokio::time::timeout(QUIT_TIMEOUT, i.conn.quit()).await.is_err() {
+                tracing::debug!("the relay did not answer QUIT in time; connection dropped");
+            }
         }
     }
 }
