@@ -190,6 +190,13 @@ impl HttpSettings {
     }
 }
 
+/// `http.public_url` as config/default.toml sets it.
+pub fn default_public_url() -> String {
+    Figment::from(Toml::string(DEFAULT_TOML))
+        .extract_inner::<String>("http.public_url")
+        .unwrap_or_default()
+}
+
 /// A list of names: a TOML array in a file, or `a,b,c` from the environment.
 fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]

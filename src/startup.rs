@@ -180,6 +180,7 @@ impl App {
 
         let api = match (parts.api, listener) {
             (true, Some(listener)) => {
+                warn_if_links_point_elsewhere(&self.settings, listener.local_addr().ok());
                 let state = api::ApiState::new(
                     &self.settings,
                     self.pool.clone(),
@@ -273,6 +274,24 @@ impl App {
         }
         info!("adopt-worker stopped");
         Ok(())
+    }
+}
+
+/// Unsubscribe and tracking links are built from `http.public_url`. Left at its default
+/// (`http://127.0.0.1:8080`) while the API listens elsewhere, every link in every email would
+/// be dead: say so at start-up.
+fn warn_if_links_point_elsewhere(settings: &Settings, bound: Option<std::net::SocketAddr>) {
+    let default_url = crate::config::default_public_url();
+    let listening = bound.unwrap_or(settings.http.addr);
+    let local = |addr: std::net::SocketAddr| addr.ip().is_loopback() && addr.port() == 8080;
+    if settings.http.public_url.trim_end_matches('/') == default_url.trim_end_matches('/')
+        && !local(listening)
+    {
+        warn!(
+            public_url = %settings.http.public_url,
+            listening = %listening,
+            "http.public_url is still the default while the API listens elsewhere: unsubscribe and tracking links in emails will not reach this server; set ADOPT__HTTP__PUBLIC_URL to the address mail readers use"
+        );
     }
 }
 

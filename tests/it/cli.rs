@@ -113,3 +113,53 @@ fn bad_configuration_is_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("batch_size"), "{err}");
 }
+
+/// Starts `run --api-only` with `env`, reads its log for a few seconds, and stops it.
+async fn startup_log(db: &TestDb, env: &[(&str, &str)]) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut cmd = tokio::process::Command::from(bin());
+    cmd.args(["run", "--api-only"])
+        .env("DATABASE_URL", &db.url)
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .env("ADOPT__LOG__FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut log = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stderr.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        log.extend_from_slice(&buf[..n]);
+    }
+    let _ = child.kill().await;
+    String::from_utf8_lossy(&log).into_owned()
+}
+
+#[tokio::test]
+async fn a_default_public_url_with_the_api_elsewhere_is_warned_about_at_start() {
+    let db = TestDb::new().await;
+    let log = startup_log(&db, &[]).await;
+    assert!(
+        log.contains("http.public_url is still the default"),
+        "links would be dead, and the log says so:\n{log}"
+    );
+    let log = startup_log(
+        &db,
+        &[("ADOPT__HTTP__PUBLIC_URL", "https://mail.adoptdontshop.com")],
+    )
+    .await;
+    assert!(log.contains("adopt-worker starting"), "{log}");
+    assert!(
+        !log.contains("http.public_url is still the default"),
+        "{log}"
+    );
+}

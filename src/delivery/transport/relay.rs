@@ -340,7 +340,10 @@ impl Connections {
         for mut i in stale {
             // QUIT and its reply, as a polite client does, but never waiting long on a
             // server that stopped answering; the connection closes when dropped.
-            if tokio::time::timeout(QUIT_TIMEOUT, i.conn.quit()).await.is_err() {
+            if tokio::time::timeout(QUIT_TIMEOUT, i.conn.quit())
+                .await
+                .is_err()
+            {
                 tracing::debug!("the relay did not answer QUIT in time; connection dropped");
             }
         }
