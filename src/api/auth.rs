@@ -61,11 +61,15 @@ impl Principal {
 /// Marks the scope a route needs: `Authed<Enqueue>`, `Authed<Read>`, `Authed<Admin>`.
 pub trait RequiredScope: Send + Sync + 'static {
     const SCOPE: Scope;
+    /// A second scope that also admits the caller.
+    const OR: Option<Scope> = None;
 }
 
 pub struct Enqueue;
 pub struct Read;
 pub struct Admin;
+/// `enqueue` or `admin` (retrying: a service its own emails, an admin any).
+pub struct EnqueueOrAdmin;
 
 impl RequiredScope for Enqueue {
     const SCOPE: Scope = Scope::Enqueue;
@@ -75,6 +79,10 @@ impl RequiredScope for Read {
 }
 impl RequiredScope for Admin {
     const SCOPE: Scope = Scope::Admin;
+}
+impl RequiredScope for EnqueueOrAdmin {
+    const SCOPE: Scope = Scope::Admin;
+    const OR: Option<Scope> = Some(Scope::Enqueue);
 }
 
 /// Extractor: the caller, authenticated and holding scope `S`.
@@ -88,7 +96,7 @@ impl<S: RequiredScope> FromRequestParts<ApiState> for Authed<S> {
         state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
         let principal = authenticate(parts, state).await?;
-        if !principal.has(S::SCOPE) {
+        if !principal.has(S::SCOPE) && !S::OR.is_some_and(|s| principal.has(s)) {
             let scope = S::SCOPE.as_str();
             let message = match &principal {
                 Principal::Service { name, .. } => {

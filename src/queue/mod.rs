@@ -33,6 +33,10 @@ pub use read::{
 
 /// `scheduled_for` of rows held for a digest: never due on its own. A far-future date
 /// rather than `'infinity'`, which many clients (sqlx/chrono among them) cannot decode.
+/// `metadata` key naming the service token (its `token_id`) that queued a row through the
+/// API: that token may retry the row.
+pub const ENQUEUED_BY_TOKEN: &str = "enqueuedByToken";
+
 pub const HELD_UNTIL: &str = "9999-12-31 00:00:00";
 
 /// PostgreSQL's NOTIFY channel that the queue trigger signals when a due row appears.

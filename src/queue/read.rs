@@ -131,13 +131,26 @@ pub enum RetryResult {
     /// The row is not `failed` (bounced and unsubscribed rows are never re-sent).
     NotFailed(EmailStatus),
     NotFound,
+    /// A service asked, and the row was not queued by its token.
+    NotOwned,
 }
 
 /// failed → **queued** by an operator: due now, a fresh retry budget, the old reason cleared.
+/// `owner`: a service token's id, which must be the one that queued the row
+/// (`metadata.enqueuedByToken`); `None` for an admin, who may retry any row.
 /// Only `failed` rows: a bounced address or an opted-out recipient must not get the mail.
-pub async fn retry_failed(pool: &PgPool, email_id: Uuid) -> Result<RetryResult, sqlx::Error> {
-    let row: Option<(EmailStatus, bool)> = sqlx::query_as(
-        "WITH target AS (SELECT email_id, status FROM email_queue WHERE email_id = $1),
+pub async fn retry_failed(
+    pool: &PgPool,
+    email_id: Uuid,
+    owner: Option<Uuid>,
+) -> Result<RetryResult, sqlx::Error> {
+    let row: Option<(EmailStatus, bool, bool)> = sqlx::query_as(
+        "WITH target AS (
+             SELECT email_id, status,
+                    $2::uuid IS NULL
+                      OR (jsonb_typeof(metadata) = 'object'
+                          AND metadata->>'enqueuedByToken' = $2::uuid::text) AS owned
+             FROM email_queue WHERE email_id = $1),
          requeued AS (
              UPDATE email_queue e SET
                  status = 'queued',
@@ -146,16 +159,18 @@ pub async fn retry_failed(pool: &PgPool, email_id: Uuid) -> Result<RetryResult, 
                  failure_reason = NULL,
                  updated_at = now() AT TIME ZONE 'UTC'
              FROM target t
-             WHERE e.email_id = t.email_id AND e.status = 'failed'
+             WHERE e.email_id = t.email_id AND e.status = 'failed' AND t.owned
              RETURNING e.email_id)
-         SELECT t.status, EXISTS (SELECT 1 FROM requeued) FROM target t",
+         SELECT t.status, EXISTS (SELECT 1 FROM requeued), t.owned FROM target t",
     )
     .bind(email_id)
+    .bind(owner)
     .fetch_optional(pool)
     .await?;
     Ok(match row {
         None => RetryResult::NotFound,
-        Some((_, true)) => RetryResult::Requeued,
-        Some((status, false)) => RetryResult::NotFailed(status),
+        Some((_, true, _)) => RetryResult::Requeued,
+        Some((_, false, false)) => RetryResult::NotOwned,
+        Some((status, false, true)) => RetryResult::NotFailed(status),
     })
 }

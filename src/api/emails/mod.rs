@@ -23,12 +23,13 @@ pub use request::{
 pub use view::{EmailList, EmailView};
 
 use super::ApiState;
-use super::auth::{Admin, Authed, Enqueue, Principal, Read};
+use super::auth::{Authed, Enqueue, EnqueueOrAdmin, Principal, Read};
 use super::error::{
     ApiError, ApiPath, ApiQuery, ErrorBody, FieldError, RawBody, parse_json, require_json,
 };
 use super::idempotency;
 use super::templates::TemplateUseError;
+use super::tokens::Scope;
 use crate::preferences;
 use crate::queue::{self, EmailStatus, ListAfter, ListFilter, RetryResult};
 
@@ -162,6 +163,17 @@ async fn enqueue(
     check_users(&state, &rows, batch, &mut errors).await?;
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
+    }
+    // Which token queued the row: a service may retry its own failed emails.
+    if let Some(token_id) = token_id {
+        for row in &mut rows {
+            if let Some(m) = row.metadata.as_object_mut() {
+                m.insert(
+                    queue::ENQUEUED_BY_TOKEN.to_string(),
+                    json!(token_id.to_string()),
+                );
+            }
+        }
     }
 
     // The common case, one email without an idempotency key, is one statement in its own
@@ -412,15 +424,21 @@ fn decode_cursor(s: &str) -> Result<ListAfter, ApiError> {
         (status = 202, description = "Queued again", body = Enqueued),
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 403, description = "Neither an admin nor the service token that queued it", body = ErrorBody),
         (status = 404, description = "No such email", body = ErrorBody),
         (status = 409, description = "Not failed (bounced and unsubscribed emails are never re-sent)", body = ErrorBody)))]
 pub async fn retry_email(
     State(state): State<ApiState>,
-    Authed(principal, ..): Authed<Admin>,
+    Authed(principal, ..): Authed<EnqueueOrAdmin>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<(StatusCode, Json<Enqueued>), ApiError> {
-    match queue::retry_failed(state.pool(), id).await? {
+    // Admins retry any email; a service only the ones its own token queued.
+    let owner = match &principal {
+        p if p.has(Scope::Admin) => None,
+        Principal::Service { token_id, .. } => Some(*token_id),
+        Principal::Admin { .. } => None,
+    };
+    match queue::retry_failed(state.pool(), id, owner).await? {
         RetryResult::Requeued => {
             tracing::info!(email_id = %id, by = %principal.key(), "failed email queued again by hand");
             Ok((
@@ -432,6 +450,13 @@ pub async fn retry_email(
             ))
         }
         RetryResult::NotFound => Err(ApiError::not_found(format!("no email with id {id}"))),
+        RetryResult::NotOwned => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_your_email",
+            format!(
+                "email {id} was not queued by this token: a service retries only its own emails (an admin may retry any)"
+            ),
+        )),
         RetryResult::NotFailed(status) => {
             let why = match status {
                 EmailStatus::Bounced => {

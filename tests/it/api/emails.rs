@@ -539,3 +539,61 @@ async fn retry_requeues_failed_rows_only() {
         .await;
     assert_eq!(error_code(r, 404).await.0, "not_found");
 }
+
+#[tokio::test]
+async fn a_service_retries_its_own_failed_emails_and_no_one_else_s() {
+    let api = Api::start().await;
+    let mine = api.token(&[Scope::Enqueue]).await;
+    let other = api.token(&[Scope::Enqueue]).await;
+    let admin = api.token(&[Scope::Admin]).await;
+    let enqueue = |token: String| {
+        let api = &api;
+        async move {
+            let r = api
+                .post_json("/v1/emails", &token, &email("maya@example.com"))
+                .await;
+            assert_eq!(r.status(), StatusCode::ACCEPTED);
+            let id: Uuid = r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            sqlx::query("UPDATE email_queue SET status = 'failed', failure_reason = 'smtp 554 x' WHERE email_id = $1")
+                .bind(id)
+                .execute(&api.db.pool)
+                .await
+                .unwrap();
+            id
+        }
+    };
+    let own = enqueue(mine.clone()).await;
+    let theirs = enqueue(other.clone()).await;
+    let by_sql = NewEmail::to("maya@example.com").insert(&api.db.pool).await;
+    sqlx::query("UPDATE email_queue SET status = 'failed' WHERE email_id = $1")
+        .bind(by_sql)
+        .execute(&api.db.pool)
+        .await
+        .unwrap();
+
+    let r = api
+        .post_json(&format!("/v1/emails/{own}/retry"), &mine, &json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "its own email");
+    assert_eq!(row(&api.db.pool, own).await.status, "queued");
+    for id in [theirs, by_sql] {
+        let r = api
+            .post_json(&format!("/v1/emails/{id}/retry"), &mine, &json!({}))
+            .await;
+        let (code, body) = error_code(r, 403).await;
+        assert_eq!(code, "not_your_email", "{body}");
+        assert_eq!(row(&api.db.pool, id).await.status, "failed", "untouched");
+    }
+    let r = api
+        .post_json(&format!("/v1/emails/{theirs}/retry"), &admin, &json!({}))
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::ACCEPTED,
+        "an admin retries any email"
+    );
+}
