@@ -187,6 +187,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(emails::get_email))
         .routes(routes!(emails::retry_email))
         .routes(routes!(templates::list))
+        .routes(routes!(templates::describe))
         .routes(routes!(templates::preview))
         .routes(routes!(templates::test_send))
         .routes(routes!(tracking::open_pixel))

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::ApiState;
-use super::auth::{Admin, Authed};
+use super::auth::{Admin, Authed, Read};
 use super::emails::{Enqueued, Recipient, TemplateRef, validate_recipient};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, FieldError};
 use crate::config::Settings;
@@ -256,10 +256,10 @@ pub struct TemplateList {
     responses(
         (status = 200, description = "The templates", body = TemplateList),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 403, description = "Not an admin", body = ErrorBody)))]
+        (status = 403, description = "Lacks the read scope", body = ErrorBody)))]
 pub async fn list(
     State(state): State<ApiState>,
-    _: Authed<Admin>,
+    _: Authed<Read>,
 ) -> Result<Json<TemplateList>, ApiError> {
     let rows = templates::list_templates(state.pool()).await?;
     let templates = rows
@@ -281,6 +281,123 @@ pub async fn list(
         })
         .collect();
     Ok(Json(TemplateList { templates }))
+}
+
+/// One declared variable of a template.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VariableView {
+    pub name: String,
+    /// string, number, boolean, object, array, url (absolute http/https), email, datetime
+    #[serde(rename = "type")]
+    pub var_type: String,
+    pub required: bool,
+    pub description: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub example: Option<Value>,
+    /// For an object: the fields its example has, with their JSON types.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub fields: Vec<FieldView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FieldView {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub field_type: String,
+}
+
+/// What a service needs to enqueue a template: the row a name and locale resolve to, its
+/// declared variables, and a JSON Schema of `template_data`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TemplateDescription {
+    pub id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    #[serde(rename = "type")]
+    pub template_type: String,
+    pub category: String,
+    pub locale: Option<String>,
+    pub current_version: Option<i32>,
+    pub variables: Vec<VariableView>,
+    /// JSON Schema (2020-12) of `data` in `POST /v1/emails` for this template.
+    #[schema(value_type = Object)]
+    pub data_schema: Value,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DescribeQuery {
+    /// Locale to resolve (falls back like a real send); default the configured locale.
+    pub locale: Option<String>,
+}
+
+/// A template's declared variables and a JSON Schema of its data, for services that
+/// enqueue it (`read` scope).
+#[utoipa::path(get, path = "/v1/templates/{name}", tag = "templates",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "Template name"), DescribeQuery),
+    responses(
+        (status = 200, description = "The template's contract", body = TemplateDescription),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "Lacks the read scope", body = ErrorBody),
+        (status = 404, description = "No such template", body = ErrorBody),
+        (status = 422, description = "The template is not active", body = ErrorBody)))]
+pub async fn describe(
+    State(state): State<ApiState>,
+    _: Authed<Read>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DescribeQuery>,
+) -> Result<Json<TemplateDescription>, ApiError> {
+    let locale = q
+        .locale
+        .as_deref()
+        .unwrap_or(&state.settings().templates.default_locale);
+    let resolved = state
+        .templates()
+        .lookup(templates::TemplateRef::Name(&name), locale)
+        .await
+        .map_err(path_problem)?;
+    let t = templates::template_contract(state.pool(), resolved.template_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no template named {name:?}")))?;
+    let decls: Vec<templates::vars::VariableDecl> = t
+        .variables
+        .clone()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let variables = decls
+        .iter()
+        .map(|d| VariableView {
+            name: d.name.clone(),
+            var_type: d.var_type.as_str().to_string(),
+            required: d.required,
+            description: d.description.clone(),
+            example: d.example.clone(),
+            fields: match &d.example {
+                Some(Value::Object(fields)) => fields
+                    .iter()
+                    .map(|(k, v)| FieldView {
+                        name: k.clone(),
+                        field_type: templates::vars::schema_type(v).to_string(),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            },
+        })
+        .collect();
+    Ok(Json(TemplateDescription {
+        id: t.template_id,
+        name: t.name,
+        description: t.description,
+        template_type: t.template_type,
+        category: t.category,
+        locale: t.locale,
+        current_version: t.current_version,
+        variables,
+        data_schema: templates::vars::json_schema(&decls),
+    }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -86,3 +86,31 @@ pub async fn count_test_send<'e>(
     .await?;
     Ok(())
 }
+
+/// What a service needs to fill a template in: the row chosen for a name and locale, with
+/// its declared variables.
+#[derive(Debug, sqlx::FromRow)]
+pub struct TemplateContract {
+    pub template_id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub template_type: String,
+    pub category: String,
+    pub locale: Option<String>,
+    pub current_version: Option<i32>,
+    pub variables: Option<Value>,
+}
+
+pub async fn template_contract(
+    pool: &PgPool,
+    template_id: Uuid,
+) -> Result<Option<TemplateContract>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT template_id, name, description, type::text AS template_type,
+                category::text AS category, locale, current_version, variables
+         FROM email_templates WHERE template_id = $1",
+    )
+    .bind(template_id)
+    .fetch_optional(pool)
+    .await
+}

@@ -36,7 +36,10 @@ use crate::queue::{ClaimedEmail, EmailType, RenderedContent};
 use crate::tracking::Tracker;
 use cache::{Caches, CompileResult, CompiledTemplate, LookupKey};
 
-pub use admin::{TemplateSummary, count_test_send, list_templates, type_and_examples};
+pub use admin::{
+    TemplateContract, TemplateSummary, count_test_send, list_templates, template_contract,
+    type_and_examples,
+};
 pub use check::{CheckReport, SampleApp, example_data};
 pub use files::Problem;
 pub use lookup::{Candidate, Mode, Step, normalize_locale};

@@ -108,6 +108,70 @@ pub struct VariableDecl {
     pub example: Option<Value>,
 }
 
+/// A JSON Schema (draft 2020-12) of `template_data` for these declarations, for services
+/// that generate or check their requests: each variable's JSON type (`url` and `email` as
+/// formatted strings), `required` as declared, the description and example. Keys the
+/// template does not declare are allowed (`additionalProperties`), as the API allows them.
+pub fn json_schema(decls: &[VariableDecl]) -> Value {
+    let mut properties = Map::new();
+    for d in decls {
+        let mut p = match &d.var_type {
+            VarType::String | VarType::Datetime => serde_json::json!({"type": "string"}),
+            VarType::Number => serde_json::json!({"type": "number"}),
+            VarType::Boolean => serde_json::json!({"type": "boolean"}),
+            VarType::Object => serde_json::json!({"type": "object"}),
+            VarType::Array => serde_json::json!({"type": "array"}),
+            VarType::Url => {
+                serde_json::json!({"type": "string", "format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"})
+            }
+            VarType::Email => serde_json::json!({"type": "string", "format": "email"}),
+            VarType::Other(_) => serde_json::json!({}),
+        };
+        if let (Some(obj), Some(Value::Object(example))) = (p.as_object_mut(), &d.example)
+            && d.var_type == VarType::Object
+        {
+            let fields: Map<String, Value> = example
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::json!({"type": schema_type(v)})))
+                .collect();
+            obj.insert("properties".into(), Value::Object(fields));
+        }
+        if let Some(obj) = p.as_object_mut() {
+            if let Some(desc) = &d.description {
+                obj.insert("description".into(), Value::String(desc.clone()));
+            }
+            if let Some(example) = &d.example {
+                obj.insert("examples".into(), Value::Array(vec![example.clone()]));
+            }
+        }
+        properties.insert(d.name.clone(), p);
+    }
+    let required: Vec<Value> = decls
+        .iter()
+        .filter(|d| d.required)
+        .map(|d| Value::String(d.name.clone()))
+        .collect();
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": true,
+    })
+}
+
+/// The JSON Schema type name of a value.
+pub fn schema_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
 /// The declared examples as data: all of them, and only those of required variables
 /// (templates must render with optional variables absent).
 pub fn examples(variables: &[VariableDecl]) -> (Map<String, Value>, Map<String, Value>) {
@@ -243,6 +307,35 @@ pub fn exceeds_size(v: &Value, limit: usize) -> bool {
     }
     let mut budget = isize::try_from(limit).unwrap_or(isize::MAX);
     walk(v, &mut budget)
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_says_what_the_check_accepts() {
+        let decls: Vec<VariableDecl> = serde_json::from_value(serde_json::json!([
+            {"name": "pet_name", "type": "string", "required": true, "description": "The pet", "example": "Biscuit"},
+            {"name": "action_url", "type": "url", "required": true},
+            {"name": "reminder", "type": "object", "example": {"when": "today", "count": 2}},
+            {"name": "legacy", "type": "frobnicate"}
+        ]))
+        .unwrap();
+        let schema = json_schema(&decls);
+        assert_eq!(
+            schema["required"],
+            serde_json::json!(["pet_name", "action_url"])
+        );
+        assert_eq!(schema["properties"]["pet_name"]["type"], "string");
+        assert_eq!(schema["properties"]["pet_name"]["examples"][0], "Biscuit");
+        assert_eq!(schema["properties"]["action_url"]["format"], "uri");
+        assert_eq!(
+            schema["properties"]["reminder"]["properties"]["count"]["type"],
+            "number"
+        );
+        assert_eq!(schema["properties"]["legacy"], serde_json::json!({}));
+    }
 }
 
 #[cfg(test)]

@@ -510,3 +510,67 @@ async fn the_click_redirect_goes_only_where_the_token_was_signed_for() {
     }
     assert_eq!(row(&api.db.pool, id).await.tracking.unwrap()["clicks"], 1);
 }
+
+#[tokio::test]
+async fn a_service_discovers_a_template_s_variables_and_data_schema_with_read() {
+    let api = start(&[]).await;
+    let read = api.token(&[Scope::Read]).await;
+    let enqueue_only = api.token(&[Scope::Enqueue]).await;
+
+    let r = api.get("/v1/templates", &read).await;
+    assert_eq!(r.status(), StatusCode::OK, "the list needs only read");
+    let r = api.get("/v1/templates/account_reinstated", &read).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["name"], "account_reinstated");
+    let user = body["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "user")
+        .unwrap()
+        .clone();
+    assert_eq!(user["type"], "object");
+    assert_eq!(user["required"], true);
+    assert_eq!(user["fields"][0]["name"], "first_name");
+    assert_eq!(user["fields"][0]["type"], "string");
+    let schema = &body["data_schema"];
+    assert!(
+        schema["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("user"))
+    );
+    assert_eq!(schema["properties"]["user"]["type"], "object");
+
+    // The schema's example data is what the API accepts for this template.
+    let data: serde_json::Map<String, Value> = body["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| Some((v["name"].as_str()?.to_string(), v["example"].clone())))
+        .filter(|(_, e)| !e.is_null())
+        .collect();
+    let enqueue = api.token(&[Scope::Enqueue]).await;
+    let r = api
+        .post_json(
+            "/v1/emails",
+            &enqueue,
+            &json!({"to": "maya@example.com", "type": "transactional",
+                    "template": "account_reinstated", "data": data}),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::ACCEPTED,
+        "{}",
+        r.text().await.unwrap()
+    );
+
+    let r = api
+        .get("/v1/templates/account_reinstated", &enqueue_only)
+        .await;
+    assert_eq!(error_code(r, 403).await.0, "insufficient_scope");
+    let r = api.get("/v1/templates/no_such_template", &read).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
