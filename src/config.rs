@@ -190,6 +190,10 @@ impl HttpSettings {
     }
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// `http.public_url` as config/default.toml sets it.
 pub fn default_public_url() -> String {
     Figment::from(Toml::string(DEFAULT_TOML))
@@ -480,6 +484,9 @@ pub struct TemplateSettings {
     pub lookup_ttl_ms: u64,
     pub max_data_bytes: usize,
     pub usage_flush_ms: u64,
+    /// The API refuses `data` keys a template does not declare.
+    #[serde(default = "yes")]
+    pub strict_data: bool,
 }
 
 impl TemplateSettings {

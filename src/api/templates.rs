@@ -111,6 +111,31 @@ pub async fn resolve_for_enqueue(
         },
     )
     .await?;
+    if templates.strict_data() && !r.undeclared.is_empty() {
+        let errors = r
+            .undeclared
+            .iter()
+            .map(|key| {
+                let nearest = r
+                    .declared
+                    .iter()
+                    .map(|d| (strsim::jaro_winkler(key, d), d))
+                    .filter(|(score, _)| *score >= 0.8)
+                    .max_by(|a, b| a.0.total_cmp(&b.0))
+                    .map(|(_, d)| format!("; did you mean \"{d}\"?"))
+                    .unwrap_or_default();
+                FieldError::new(
+                    format!("data.{key}"),
+                    format!(
+                        "\"{key}\" is not a variable of template {}: it declares {}{nearest}",
+                        r.name,
+                        r.declared.join(", ")
+                    ),
+                )
+            })
+            .collect();
+        return Err(TemplateUseError::Invalid(errors));
+    }
     email.template_id = Some(r.template_id);
     email.template_data = Some(t.data);
     email.subject = String::new();

@@ -148,8 +148,8 @@ pub async fn retry_failed(
         "WITH target AS (
              SELECT email_id, status,
                     $2::uuid IS NULL
-                      OR (jsonb_typeof(metadata) = 'object'
-                          AND metadata->>'enqueuedByToken' = $2::uuid::text) AS owned
+                      OR COALESCE(jsonb_typeof(metadata) = 'object'
+                                  AND metadata->>'enqueuedByToken' = $2::uuid::text, false) AS owned
              FROM email_queue WHERE email_id = $1),
          requeued AS (
              UPDATE email_queue e SET

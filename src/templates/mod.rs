@@ -173,6 +173,12 @@ pub struct Rendered {
     pub html: String,
     pub text: String,
     pub tracked: bool,
+    /// Keys of the data the template does not declare (empty when it declares nothing):
+    /// the API refuses them (`templates.strict_data`), since a misspelt key is a variable
+    /// silently left out.
+    pub undeclared: Vec<String>,
+    /// The declared variable names, to suggest the one an undeclared key was meant to be.
+    pub declared: Vec<String>,
 }
 
 struct Inner {
@@ -405,6 +411,11 @@ impl Templates {
         })
     }
 
+    /// `templates.strict_data`: the API refuses undeclared `data` keys.
+    pub fn strict_data(&self) -> bool {
+        self.inner.settings.strict_data
+    }
+
     /// The HTML of an already rendered email with tracking applied, when tracking is on for
     /// its type; `None` means send it as it is.
     pub fn track_prerendered(&self, email: &ClaimedEmail) -> Option<String> {
@@ -441,6 +452,20 @@ impl Templates {
         };
         let resolved = self.lookup_as(req.template, &locale, mode).await?;
         let compiled = self.compiled(&resolved, req.version).await?;
+        let declared: Vec<String> = compiled
+            .compiled
+            .variables
+            .iter()
+            .map(|v| v.name.clone())
+            .collect();
+        let undeclared: Vec<String> = if declared.is_empty() {
+            Vec::new()
+        } else {
+            data.keys()
+                .filter(|k| !declared.contains(k))
+                .cloned()
+                .collect()
+        };
         let unsubscribe = if req.email_type.is_optional() {
             req.unsubscribe_url.unwrap_or("").to_string()
         } else {
@@ -482,6 +507,8 @@ impl Templates {
             html: parts.html,
             text: parts.text,
             tracked,
+            undeclared,
+            declared,
         })
     }
 

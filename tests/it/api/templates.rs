@@ -125,6 +125,8 @@ async fn admins_list_and_preview_templates() {
     );
     let reader = api.token(&[Scope::Read]).await;
     let r = api.get("/v1/templates", &reader).await;
+    assert_eq!(r.status(), StatusCode::OK, "listing needs only read");
+    let r = api.get("/v1/templates/welcome/preview", &reader).await;
     assert_eq!(error_code(r, 403).await.0, "insufficient_scope");
 
     let r = api.get("/v1/templates/welcome/preview", &admin).await;
@@ -573,4 +575,34 @@ async fn a_service_discovers_a_template_s_variables_and_data_schema_with_read() 
     assert_eq!(error_code(r, 403).await.0, "insufficient_scope");
     let r = api.get("/v1/templates/no_such_template", &read).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_data_key_the_template_does_not_declare_is_refused_naming_the_nearest() {
+    let api = start(&[]).await;
+    let enqueue = api.token(&[Scope::Enqueue]).await;
+    let body = json!({"to": "maya@example.com", "type": "transactional",
+        "template": "account_reinstated",
+        "data": {"user": {"first_name": "Maya"},
+                 "action": {"type_label": "Suspension", "expired_at": "today"},
+                 "acton": {"type_label": "typo"}}});
+    let r = api.post_json("/v1/emails", &enqueue, &body).await;
+    let (code, err) = error_code(r, 422).await;
+    assert_eq!(code, "validation_failed");
+    let field = &err["error"]["details"]["errors"][0];
+    assert_eq!(field["field"], "data.acton", "{err}");
+    assert!(
+        field["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean \"action\""),
+        "{err}"
+    );
+    assert_eq!(api.queue_count().await, 0, "nothing inserted");
+
+    // Off by configuration: accepted as before.
+    let lax = start(&[("ADOPT__TEMPLATES__STRICT_DATA", "false")]).await;
+    let enqueue = lax.token(&[Scope::Enqueue]).await;
+    let r = lax.post_json("/v1/emails", &enqueue, &body).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
 }
