@@ -197,7 +197,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::SendTest(args) => {
-            use crate::api::templates::{TestSend, send_test};
+            use crate::api::templates::{TestSend, send_test, send_test_claimed};
             let pool = db::connect(&settings.database).await?;
             let templates = crate::templates::Templates::new(pool.clone(), &settings);
             let to = args.to.clone();
@@ -209,40 +209,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 data: None,
                 created_by: None,
             };
-            let id = send_test(&pool, &templates, &settings, test).await?;
             if args.queue {
+                let id = send_test(&pool, &templates, &settings, test).await?;
                 println!(
                     "send-test: queued {id} to {to} (urgent); a running worker sends it, or run `adopt-worker drain`"
                 );
                 return Ok(ExitCode::SUCCESS);
             }
+            let (id, claimed) = send_test_claimed(&pool, &templates, &settings, test).await?;
+            let Some(email) = claimed else {
+                bail!("the test email {id} was inserted but could not be claimed");
+            };
             let app = App::build(settings)?;
-            send_test_now(&app, id, &to).await
+            send_test_now(&app, email, &to).await
         }
     }
 }
 
 /// Delivers the test email `id` now through the configured transport, records the row as
 /// a worker would, and says what the relay answered; non-zero exit unless it was sent.
-async fn send_test_now(app: &App, id: uuid::Uuid, to: &str) -> anyhow::Result<ExitCode> {
+async fn send_test_now(
+    app: &App,
+    email: crate::queue::ClaimedEmail,
+    to: &str,
+) -> anyhow::Result<ExitCode> {
     use crate::delivery::Outcome;
     let transport = app.deliverer.transport().describe();
-    let Some(email) = crate::queue::claim_one(&app.pool, id).await? else {
-        // A running worker took it first: report what it did.
-        let row = wait_for_final(&app.pool, id).await?;
-        println!(
-            "send-test: {id} to {to} was taken by a running worker: status {}{}",
-            row.status,
-            row.failure_reason
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default()
-        );
-        return Ok(if row.status == "sent" {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
-    };
+    let id = email.email_id;
     let (outcome, _) = app.deliverer.deliver_reporting(email).await;
     app.deliverer.transport().close().await;
     let failed = |class: &str, reason: &str, row: &str| {
@@ -284,31 +277,6 @@ async fn send_test_now(app: &App, id: uuid::Uuid, to: &str) -> anyhow::Result<Ex
             "queued",
         ),
     }
-}
-
-struct FinalRow {
-    status: String,
-    failure_reason: Option<String>,
-}
-
-/// Polls the row until it leaves `queued`/`sending` (at most a minute).
-async fn wait_for_final(pool: &sqlx::PgPool, id: uuid::Uuid) -> anyhow::Result<FinalRow> {
-    for _ in 0..600 {
-        let (status, failure_reason): (String, Option<String>) = sqlx::query_as(
-            "SELECT status::text, failure_reason FROM email_queue WHERE email_id = $1",
-        )
-        .bind(id)
-        .fetch_one(pool)
-        .await?;
-        if !matches!(status.as_str(), "queued" | "sending") {
-            return Ok(FinalRow {
-                status,
-                failure_reason,
-            });
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("the email {id} is still waiting to be sent after a minute")
 }
 
 /// `templates check` (no database needed) and `templates sync [--force]`. Problems go to

@@ -171,6 +171,18 @@ pub async fn send_test(
     settings: &Settings,
     req: TestSend,
 ) -> Result<Uuid, TemplateUseError> {
+    let email = test_email(pool, templates, settings, req).await?;
+    let (id, _) = insert_test(pool, &email, false).await?;
+    Ok(id)
+}
+
+/// The test email for `req`, checked and (for a template) resolved, not yet inserted.
+async fn test_email(
+    pool: &PgPool,
+    templates: &Templates,
+    settings: &Settings,
+    req: TestSend,
+) -> Result<NewEmail, TemplateUseError> {
     let to = req.to.trim().to_string();
     let valid =
         lettre::Address::from_str(&to).is_ok() && email_address::EmailAddress::is_valid(&to);
@@ -241,13 +253,41 @@ pub async fn send_test(
         )
         .await?;
     }
+    Ok(email)
+}
+
+/// Inserts the test email (counted on its template) and, with `claim`, claims it in the same
+/// transaction: `send-test` then delivers it itself, and a running worker never sees it
+/// `queued` (it would race the command for the row).
+async fn insert_test(
+    pool: &PgPool,
+    email: &NewEmail,
+    claim: bool,
+) -> Result<(Uuid, Option<queue::ClaimedEmail>), TemplateUseError> {
     let mut tx = pool.begin().await?;
-    let id = queue::enqueue(&mut *tx, &email).await?;
+    let id = queue::enqueue(&mut *tx, email).await?;
     if let Some(template_id) = email.template_id {
         templates::count_test_send(&mut *tx, template_id).await?;
     }
+    let claimed = if claim {
+        queue::claim_one(&mut *tx, id).await?
+    } else {
+        None
+    };
     tx.commit().await?;
-    Ok(id)
+    Ok((id, claimed))
+}
+
+/// [`send_test`] for `adopt-worker send-test`: the row is inserted already claimed, for the
+/// command to deliver at once.
+pub async fn send_test_claimed(
+    pool: &PgPool,
+    templates: &Templates,
+    settings: &Settings,
+    req: TestSend,
+) -> Result<(Uuid, Option<queue::ClaimedEmail>), TemplateUseError> {
+    let email = test_email(pool, templates, settings, req).await?;
+    insert_test(pool, &email, true).await
 }
 
 /// A template as admins see it.

@@ -197,7 +197,10 @@ pub async fn claim_due(pool: &PgPool, limit: u32) -> Result<Vec<ClaimedEmail>, s
 /// Claims the one row `email_id` if it is `queued` (whatever its due time), as the claim
 /// does: `send-test` delivers the row it just wrote without waiting for a worker. `None`
 /// when it is not queued (a running worker took it first).
-pub async fn claim_one(pool: &PgPool, email_id: Uuid) -> Result<Option<ClaimedEmail>, sqlx::Error> {
+pub async fn claim_one<'e>(
+    exec: impl sqlx::PgExecutor<'e>,
+    email_id: Uuid,
+) -> Result<Option<ClaimedEmail>, sqlx::Error> {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH claimed AS (
@@ -218,7 +221,7 @@ pub async fn claim_one(pool: &PgPool, email_id: Uuid) -> Result<Option<ClaimedEm
     let sent_at = std::time::Instant::now();
     let row: Option<model::ClaimedRow> = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
         .bind(email_id)
-        .fetch_optional(pool)
+        .fetch_optional(exec)
         .await?;
     Ok(row.map(|r| {
         let mut email = ClaimedEmail::from(r);

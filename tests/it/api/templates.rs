@@ -401,6 +401,22 @@ async fn send_test_answers_whether_the_relay_takes_mail() {
             .await
             .unwrap();
     assert_eq!(statuses, ["sent", "failed", "queued"]);
+
+    // A worker running on the same database never takes the test email from the command:
+    // it reports its own transport (here a dead one), every time.
+    let worker = Running::start(settings(&db, Some(&smtp.url()), None, &[])).await;
+    for _ in 0..3 {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = format!("smtp://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let (ok, out, err) = run(dead).await;
+        assert!(!ok, "{out}");
+        assert!(
+            err.contains("FAILED (transient, class connection)"),
+            "{out}{err}"
+        );
+    }
+    worker.stop().await;
 }
 
 async fn sent_marketing(api: &Api) -> Uuid {
