@@ -200,7 +200,7 @@ async fn write_batch(
             text_content = CASE WHEN r.subject IS NULL THEN e.text_content ELSE r.text_content END,
             metadata = CASE WHEN r.template_version IS NULL THEN e.metadata
                        ELSE (CASE WHEN jsonb_typeof(e.metadata) = 'object' THEN e.metadata ELSE '{}' END)
-                            || jsonb_build_object('templateVersion', r.template_version) END,
+                            || jsonb_build_object('templateVersion', r.template_version, 'renderedByWorker', true) END,
             updated_at = now() AT TIME ZONE 'UTC'
          FROM unnest($1::uuid[], $2::timestamp[], $3::text[], $4::text[], $5::text[], $6::text[],
                      $7::text[], $8::int[])

@@ -33,6 +33,10 @@ pub use read::{
 
 /// `scheduled_for` of rows held for a digest: never due on its own. A far-future date
 /// rather than `'infinity'`, which many clients (sqlx/chrono among them) cannot decode.
+/// `metadata` key the worker sets (true) when it writes a rendered template back to the row:
+/// such a row is resent as rendered; other template rows with content of their own fail.
+pub const RENDERED_BY_WORKER: &str = "renderedByWorker";
+
 /// `metadata` key naming the service token (its `token_id`) that queued a row through the
 /// API: that token may retry the row.
 pub const ENQUEUED_BY_TOKEN: &str = "enqueuedByToken";
@@ -275,7 +279,7 @@ pub async fn mark_sent(
             text_content = CASE WHEN $5 IS NULL THEN text_content ELSE $7 END,
             metadata = CASE WHEN $8::int IS NULL THEN metadata
                        ELSE (CASE WHEN jsonb_typeof(metadata) = 'object' THEN metadata ELSE '{}' END)
-                            || jsonb_build_object('templateVersion', $8::int) END,
+                            || jsonb_build_object('templateVersion', $8::int, 'renderedByWorker', true) END,
             updated_at = now() AT TIME ZONE 'UTC'
          WHERE email_id = $1 AND last_attempt_at = $2 AND status IN ('sending', 'queued', 'failed')
          RETURNING status",
@@ -500,7 +504,7 @@ pub async fn keep_rendered(
             text_content = $5,
             metadata = CASE WHEN $6::int IS NULL THEN metadata
                        ELSE (CASE WHEN jsonb_typeof(metadata) = 'object' THEN metadata ELSE '{}' END)
-                            || jsonb_build_object('templateVersion', $6::int) END
+                            || jsonb_build_object('templateVersion', $6::int, 'renderedByWorker', true) END
          WHERE email_id = $1 AND last_attempt_at = $2 AND status = 'sending'",
     )
     .bind(email.email_id)

@@ -136,8 +136,9 @@ pub fn metadata_problem(v: &serde_json::Value) -> Option<String> {
 
 /// What is wrong with a row's content as the API would see it: a template row that also
 /// carries content of its own, or a row with neither content nor a template. A template
-/// row the worker rendered before (a retry: `html_content` and `metadata.templateVersion`
-/// written together) is sent as rendered.
+/// row the worker rendered before (a retry: `html_content` written together with
+/// `metadata.renderedByWorker = true`) is sent as rendered; a service's own `templateVersion`
+/// pin does not make its content the worker's.
 fn content_problem(
     template_id: Option<Uuid>,
     subject: &str,
@@ -157,8 +158,10 @@ fn content_problem(
     .collect();
     match template_id {
         Some(_) => {
-            let rendered_before =
-                given(html) && metadata.is_some_and(|m| m.get("templateVersion").is_some());
+            let rendered_before = given(html)
+                && metadata.is_some_and(|m| {
+                    m.get(super::RENDERED_BY_WORKER) == Some(&serde_json::Value::Bool(true))
+                });
             (!own.is_empty() && !rendered_before).then(|| {
                 format!(
                     "{CONTENT_OR_TEMPLATE}: template_id is set, and so is {}",

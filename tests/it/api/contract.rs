@@ -99,6 +99,13 @@ async fn a_template_row_with_content_of_its_own_is_refused_alike_by_the_api_and_
     .await;
     // Subject and HTML of its own: sent as they are today, the template ignored.
     let with_html = sql_row(&api.db.pool, &format!("{template}, text_content = NULL")).await;
+    // A service pinning the version itself (as docs/integrating.md shows) does not make its
+    // own content the worker's render.
+    let pinned_with_html = sql_row(
+        &api.db.pool,
+        &format!("{template}, text_content = NULL, metadata = '{{\"templateVersion\": 1}}'"),
+    )
+    .await;
     // A template row the worker rendered and must retry keeps its rendered content.
     let rendered_then_retried = sql_row(
         &api.db.pool,
@@ -111,7 +118,11 @@ async fn a_template_row_with_content_of_its_own_is_refused_alike_by_the_api_and_
             .once(),
     );
     api.drain().await;
-    for (id, column) in [(with_subject, "subject"), (with_html, "html_content")] {
+    for (id, column) in [
+        (with_subject, "subject"),
+        (with_html, "html_content"),
+        (pinned_with_html, "html_content"),
+    ] {
         let r = row(&api.db.pool, id).await;
         assert_eq!(r.status, "failed", "{column}");
         let reason = r.failure_reason.unwrap();
