@@ -405,6 +405,46 @@ fn category_disabled(prefs: Option<&Value>, category: &str) -> bool {
         })
 }
 
+/// The spellings under which an address without a user is kept in `email_suppressions`:
+/// an internationalised domain both as written (Unicode) and as sent (punycode), so a
+/// bounce recorded for `maya@xn--mnchen-3ya.de` (the envelope) also suppresses a row written
+/// to `maya@münchen.de`, and the other way round. Lower-cased in SQL.
+pub fn address_forms(address: &str) -> Vec<String> {
+    let address = address.trim();
+    let mut forms = vec![address.to_string()];
+    if let Some((local, domain)) = address.rsplit_once('@') {
+        let ascii = idna::domain_to_ascii(domain).ok();
+        let (unicode, ok) = idna::domain_to_unicode(domain);
+        for d in ascii.into_iter().chain(ok.is_ok().then_some(unicode)) {
+            let form = format!("{local}@{d}");
+            if !forms
+                .iter()
+                .any(|f| f.to_lowercase() == form.to_lowercase())
+            {
+                forms.push(form);
+            }
+        }
+    }
+    forms
+}
+
+#[cfg(test)]
+mod forms_tests {
+    #[test]
+    fn an_idn_address_is_kept_in_both_spellings() {
+        let mut a = super::address_forms("Maya@münchen.de");
+        a.sort();
+        assert_eq!(a, ["Maya@münchen.de", "Maya@xn--mnchen-3ya.de"]);
+        let mut b = super::address_forms("lena@xn--mnchen-3ya.de");
+        b.sort();
+        assert_eq!(b, ["lena@münchen.de", "lena@xn--mnchen-3ya.de"]);
+        assert_eq!(
+            super::address_forms("maya@example.com"),
+            ["maya@example.com"]
+        );
+    }
+}
+
 /// A user as the enqueue API checks a `user_id` against the recipient.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserAddress {
@@ -519,8 +559,9 @@ pub async fn record_bounce<'e>(
             sqlx::query_as(
                 "INSERT INTO email_suppressions AS s (email, bounce_count, last_bounce_at, is_blacklisted,
                      blacklist_reason, blacklisted_at, updated_at)
-                 VALUES (lower($1), 1, $2, $3 OR 1 >= $5, CASE WHEN $3 OR 1 >= $5 THEN $4 END,
-                         CASE WHEN $3 OR 1 >= $5 THEN $2 END, $2)
+                 SELECT lower(f), 1, $2, $3 OR 1 >= $5, CASE WHEN $3 OR 1 >= $5 THEN $4 END,
+                         CASE WHEN $3 OR 1 >= $5 THEN $2 END, $2
+                 FROM unnest($1::text[]) AS f
                  ON CONFLICT (email) DO UPDATE SET
                      bounce_count = s.bounce_count + 1,
                      last_bounce_at = $2,
@@ -534,13 +575,16 @@ pub async fn record_bounce<'e>(
                      updated_at = $2
                  RETURNING s.bounce_count, s.is_blacklisted",
             )
-            .bind(address)
+            .bind(address_forms(address))
             .bind(at)
             .bind(hard)
             .bind(blacklist_reason(kind, reason))
             .bind(soft_threshold)
-            .fetch_one(exec)
+            .fetch_all(exec)
             .await?
+            .into_iter()
+            .next()
+            .unwrap_or((1, hard))
         }
     };
     Ok(BounceRecord {

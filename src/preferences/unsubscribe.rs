@@ -148,7 +148,7 @@ pub async fn record_complaint<'e>(
             sqlx::query(
                 "INSERT INTO email_suppressions AS s (email, is_blacklisted, blacklist_reason,
                      blacklisted_at, updated_at)
-                 VALUES (lower($1), true, 'complaint', $2, $2)
+                 SELECT lower(f), true, 'complaint', $2, $2 FROM unnest($1::text[]) AS f
                  ON CONFLICT (email) DO UPDATE SET
                      is_blacklisted = true,
                      blacklist_reason = CASE WHEN s.is_blacklisted THEN s.blacklist_reason
@@ -156,7 +156,7 @@ pub async fn record_complaint<'e>(
                      blacklisted_at = CASE WHEN s.is_blacklisted THEN s.blacklisted_at ELSE $2 END,
                      updated_at = $2",
             )
-            .bind(address)
+            .bind(super::address_forms(address))
             .bind(at)
             .execute(exec)
             .await?;

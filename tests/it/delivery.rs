@@ -1158,3 +1158,41 @@ async fn connections_closed_on_purpose_say_quit() {
         "every connection the drain opened was closed with QUIT"
     );
 }
+
+#[tokio::test]
+async fn an_idn_address_refused_in_one_spelling_is_suppressed_in_the_other() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    // The relay sees (and refuses) the punycode form.
+    smtp.add_rule(
+        Rule::reply(Command::Rcpt, 550, "5.1.1 user unknown").matching("maya@xn--mnchen-3ya.de"),
+    );
+    let mut first = NewEmail::to("w1@example.org");
+    first.cc = Some(vec!["maya@münchen.de".into()]);
+    let first = first.insert(&db.pool).await;
+    app(settings(&db, Some(&smtp.url()), None, &[]))
+        .drain()
+        .await
+        .unwrap();
+    assert_eq!(row(&db.pool, first).await.status, "sent");
+    // Written either way by another service, the address is now suppressed.
+    let unicode = NewEmail::to("maya@münchen.de").insert(&db.pool).await;
+    let ascii = NewEmail::to("maya@xn--mnchen-3ya.de")
+        .insert(&db.pool)
+        .await;
+    let rcpts_before = smtp.commands(Command::Rcpt);
+    app(settings(&db, Some(&smtp.url()), None, &[]))
+        .drain()
+        .await
+        .unwrap();
+    for id in [unicode, ascii] {
+        let r = row(&db.pool, id).await;
+        assert_eq!(r.status, "failed", "{:?}", r.failure_reason);
+        assert!(r.failure_reason.unwrap().starts_with("suppressed"));
+    }
+    assert_eq!(
+        smtp.commands(Command::Rcpt),
+        rcpts_before,
+        "no second bounce"
+    );
+}
