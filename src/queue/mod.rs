@@ -167,8 +167,9 @@ pub fn claim_statement() -> &'static str {
 
 /// Claims up to `limit` due rows, highest priority first and oldest due time first within
 /// a priority, and marks them `sending`. **Due** means `scheduled_for` is NULL or past:
-/// `created_at` only orders rows, because the seed's `DEFAULT CURRENT_TIMESTAMP` writes
-/// the inserting session's local time, which may lie hours ahead of UTC.
+/// `created_at` only orders rows, because a client may write its own local time there, which
+/// may lie hours ahead of UTC (a *defaulted* value is stored in UTC by migration 0023's
+/// trigger, whatever the inserting session's TimeZone).
 /// One statement: per priority value, an index range scan on `idx_email_queue_claim` that
 /// stops at the first row not yet due, so rows scheduled in the future cost nothing however
 /// many there are, plus a range scan of the seed's `idx_email_queue_priority (priority,

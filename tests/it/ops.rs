@@ -1100,26 +1100,27 @@ fn new_indexes_on_shared_tables_are_built_concurrently_outside_a_transaction() {
     }
 }
 
-/// Issue 19: a service whose database session is not in UTC writes its local time into
-/// `created_at` (the seed's `DEFAULT CURRENT_TIMESTAMP`). The real binary counts such rows
-/// in `adopt_worker_queue_created_ahead`, warns once (not on every 1 s sample), and still
-/// sends the row at once.
+/// Issue 19: a session that is not in UTC and leaves `created_at` to the seed's
+/// `DEFAULT CURRENT_TIMESTAMP` gets it stored in UTC (migration 0023); a client that writes
+/// its own local time explicitly is counted in `adopt_worker_queue_created_ahead`, warned
+/// about once (not on every 1 s sample), and its row is still sent at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_created_by_a_session_in_berlin_are_counted_logged_once_and_sent_at_once() {
     use sqlx::{Connection, Executor};
     let db = TestDb::new().await;
     let smtp = TestSmtp::start().await;
 
-    // The other service: a session in Berlin, created_at left to the seed's default.
+    // A session in Berlin with created_at left to the seed's default: the worker's trigger
+    // (migration 0023) stores the same instant in UTC, so it is neither early nor late.
     let mut berlin = sqlx::PgConnection::connect(&db.url).await.unwrap();
     berlin
         .execute("SET TimeZone = 'Europe/Berlin'")
         .await
         .unwrap();
-    let (id, ahead): (uuid::Uuid, f64) = sqlx::query_as(
+    let (defaulted, ahead): (uuid::Uuid, f64) = sqlx::query_as(
         "INSERT INTO email_queue (from_email, to_email, subject, html_content, type)
-         VALUES ('rescues@adoptdontshop.com', 'maya@example.com', 'Biscuit says hello',
-                 '<p>Hello Maya</p>', 'transactional')
+         VALUES ('rescues@adoptdontshop.com', 'lena@example.com', 'Biscuit says hello',
+                 '<p>Hello Lena</p>', 'transactional')
          RETURNING email_id,
                    EXTRACT(EPOCH FROM created_at - (now() AT TIME ZONE 'UTC'))::float8",
     )
@@ -1127,9 +1128,26 @@ async fn rows_created_by_a_session_in_berlin_are_counted_logged_once_and_sent_at
     .await
     .unwrap();
     assert!(
+        ahead.abs() < 1.0,
+        "a defaulted created_at is UTC: {ahead} s off"
+    );
+    // The mistake that remains possible: a client that writes its own local wall-clock time
+    // explicitly (node-postgres sends a Date as local time). Counted.
+    let (id, ahead): (uuid::Uuid, f64) = sqlx::query_as(
+        "INSERT INTO email_queue (from_email, to_email, subject, html_content, type, created_at)
+         VALUES ('rescues@adoptdontshop.com', 'maya@example.com', 'Biscuit says hello',
+                 '<p>Hello Maya</p>', 'transactional', now() AT TIME ZONE 'Europe/Berlin')
+         RETURNING email_id,
+                   EXTRACT(EPOCH FROM created_at - (now() AT TIME ZONE 'UTC'))::float8",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
         (3500.0..7300.0).contains(&ahead),
         "Berlin is 1 or 2 hours ahead of UTC: created_at is {ahead} s ahead"
     );
+    let _ = defaulted;
     // A service in UTC: not counted.
     let utc = NewEmail::to("sam@example.com").insert(&db.pool).await;
 
