@@ -206,7 +206,7 @@ async fn the_sql_of_the_integrating_guide_runs_as_written_and_rows_end_as_it_say
     // Times: every row's created_at is UTC, also the two the guide writes from a Berlin
     // session with created_at defaulted (the worker's trigger, migration 0023); the second's
     // scheduled_for, written with the UTC clock, is right.
-    for (_, r) in &before {
+    for r in before.values() {
         assert!(created_now(r), "created_at not in UTC: {r:#?}");
     }
     assert!(due_in_an_hour(by["reminder@example.com"]));
