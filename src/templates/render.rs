@@ -139,6 +139,7 @@ impl Compiled {
             sources.push((files::TEXT, t.to_string()));
         }
         let mut tera = Tera::new();
+        tera.register_filter("datetime", datetime_filter);
         if let Err(e) = tera.add_raw_templates(sources.iter().map(|(n, s)| (*n, s.as_str()))) {
             return Err(issues_from(&e, &sources));
         }
@@ -245,6 +246,38 @@ impl Compiled {
 }
 
 /// The render context: the email's data, then the common variables over it.
+/// Default of the `datetime` filter: "Saturday 14 March 2026 at 10:30".
+pub const DATETIME_FORMAT: &str = "%A %-d %B %Y at %H:%M";
+
+/// `{{ when | datetime }}`, `{{ when | datetime(format="%d/%m/%Y", timezone="Europe/London") }}`:
+/// an RFC 3339 value (what services send for a `datetime` variable, e.g.
+/// `2026-03-14T10:30:00Z`) formatted for a reader (chrono's strftime, default
+/// [`DATETIME_FORMAT`]) in `timezone` (an IANA name, default UTC). Any other string is
+/// taken as already formatted and printed as it is, so older preformatted data still renders.
+fn datetime_filter(
+    value: tera::Value,
+    kwargs: tera::Kwargs,
+    _: &tera::State,
+) -> tera::TeraResult<String> {
+    let text = match value.as_str() {
+        Some(t) => t.to_string(),
+        None => value.to_string(),
+    };
+    let Ok(at) = chrono::DateTime::parse_from_rfc3339(text.trim()) else {
+        return Ok(text);
+    };
+    let format = kwargs.get::<&str>("format")?.unwrap_or(DATETIME_FORMAT);
+    let zone = kwargs.get::<&str>("timezone")?.unwrap_or("UTC");
+    let tz: chrono_tz::Tz = zone
+        .parse()
+        .map_err(|_| tera::Error::message(format!("datetime: unknown timezone {zone:?}")))?;
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    write!(out, "{}", at.with_timezone(&tz).format(format))
+        .map_err(|_| tera::Error::message(format!("datetime: bad format {format:?}")))?;
+    Ok(out)
+}
+
 pub(super) fn context(data: &Map<String, Value>, c: &Common<'_>) -> Context {
     let mut ctx = Context::new();
     for (k, v) in data {

@@ -16,7 +16,8 @@ pub enum VarType {
     /// An absolute `http(s)` URL.
     Url,
     Email,
-    /// A date/time, preformatted for the reader (a string).
+    /// A date/time: an RFC 3339 string the template formats with the `datetime` filter, or a
+    /// string already formatted for the reader.
     Datetime,
     Other(String),
 }
@@ -71,7 +72,9 @@ impl VarType {
         match self {
             VarType::Object | VarType::Array | VarType::Email => format!("an {}", self.as_str()),
             VarType::Url => "a url (absolute http or https)".into(),
-            VarType::Datetime => "a datetime (a preformatted string)".into(),
+            VarType::Datetime => {
+                "a datetime (an RFC 3339 string such as 2026-03-14T10:30:00Z, or one already formatted)".into()
+            }
             other => format!("a {}", other.as_str()),
         }
     }

@@ -622,3 +622,29 @@ async fn a_data_key_the_template_does_not_declare_is_refused_naming_the_nearest(
     let r = lax.post_json("/v1/emails", &enqueue, &body).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 }
+
+#[tokio::test]
+async fn a_datetime_sent_as_rfc_3339_is_printed_for_a_reader() {
+    let api = start(&[]).await;
+    let enqueue = api.token(&[Scope::Enqueue]).await;
+    let data = json!({"user": {"first_name": "Maya"},
+        "reset_url": "https://adoptdontshop.com/reset-password?token=abc",
+        "expiry_hours": 1, "requested_at": "2026-03-14T10:30:00Z"});
+    let r = api
+        .post_json(
+            "/v1/emails",
+            &enqueue,
+            &json!({"to": "maya@example.com", "type": "transactional",
+                    "template": "password_reset", "data": data}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    api.drain().await;
+    let m = &api.smtp.messages()[0];
+    let text = m.text();
+    assert!(
+        text.contains("Saturday 14 March 2026 at 10:30"),
+        "formatted, not the raw ISO string: {text}"
+    );
+    assert!(!text.contains("2026-03-14T10:30:00Z"), "{text}");
+}
