@@ -178,6 +178,11 @@ fn content_problem(
                 ""
             }
         )),
+        // Rendered content of its own: what the API asks of the same content, in its words.
+        None if !given(subject) => Some("subject: must not be empty".to_string()),
+        None if !given(html) && !text.is_some_and(given) => {
+            Some("html: html and/or text is required and must not be empty".to_string())
+        }
         None => None,
     }
 }

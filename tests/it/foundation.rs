@@ -149,7 +149,10 @@ async fn bad_rows_fail_with_readable_reasons_and_do_not_stall_the_queue() {
             .await
             .contains("to_name contains a line break")
     );
-    assert!(reason(empty).await.contains("no body"));
+    assert!(
+        reason(empty).await.contains("html and/or text is required"),
+        "the API's words for the same content"
+    );
     assert!(
         reason(bad_cc)
             .await
