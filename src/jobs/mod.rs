@@ -14,6 +14,7 @@ mod digest;
 mod expire_applications;
 mod expire_moderation;
 mod reclaim;
+mod retention;
 mod settings;
 mod support;
 
@@ -41,15 +42,17 @@ pub enum JobName {
     ExpireModeration,
     AuditPartitions,
     Reclaim,
+    Retention,
 }
 
 impl JobName {
-    pub const ALL: [JobName; 5] = [
+    pub const ALL: [JobName; 6] = [
         JobName::Digest,
         JobName::ExpireApplications,
         JobName::ExpireModeration,
         JobName::AuditPartitions,
         JobName::Reclaim,
+        JobName::Retention,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +62,7 @@ impl JobName {
             JobName::ExpireModeration => "expire-moderation",
             JobName::AuditPartitions => "audit-partitions",
             JobName::Reclaim => "reclaim",
+            JobName::Retention => "retention",
         }
     }
 
@@ -305,6 +309,7 @@ impl Jobs {
             JobName::ExpireModeration => expire_moderation::run(self, now).await,
             JobName::AuditPartitions => audit_partitions::run(self, now).await,
             JobName::Reclaim => reclaim::run(self, clock).await,
+            JobName::Retention => retention::run(self, now).await,
         }
     }
 
@@ -478,6 +483,7 @@ fn metric_job(job: JobName) -> metrics::Job {
         JobName::ExpireModeration => metrics::Job::ExpireModeration,
         JobName::AuditPartitions => metrics::Job::AuditPartitions,
         JobName::Reclaim => metrics::Job::Reclaim,
+        JobName::Retention => metrics::Job::Retention,
     }
 }
 

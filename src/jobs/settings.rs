@@ -22,6 +22,11 @@ pub struct JobSettings {
     pub audit_partitions_schedule: String,
     /// Empty: every `worker.lease_secs / 3` seconds.
     pub reclaim_schedule: String,
+    pub retention_schedule: String,
+    /// Finished rows older than this many days lose their bodies; 0 keeps them.
+    pub retention_body_days: u32,
+    /// Finished rows older than this many days are deleted; 0 keeps them.
+    pub retention_row_days: u32,
     pub audit_partitions_months_ahead: u32,
     pub audit_retention_months: u32,
     /// Rows changed per statement (and per transaction) by the expiry jobs; the digest's
@@ -44,6 +49,7 @@ impl JobSettings {
             JobName::ExpireModeration => "expire_moderation_schedule",
             JobName::AuditPartitions => "audit_partitions_schedule",
             JobName::Reclaim => "reclaim_schedule",
+            JobName::Retention => "retention_schedule",
         }
     }
 
@@ -54,6 +60,7 @@ impl JobSettings {
             JobName::ExpireModeration => &self.expire_moderation_schedule,
             JobName::AuditPartitions => &self.audit_partitions_schedule,
             JobName::Reclaim => &self.reclaim_schedule,
+            JobName::Retention => &self.retention_schedule,
         }
     }
 
@@ -173,6 +180,9 @@ mod tests {
             expire_moderation_schedule: "0 * * * * *".into(),
             audit_partitions_schedule: "0 7 * * * *".into(),
             reclaim_schedule: String::new(),
+            retention_schedule: "0 30 3 * * *".into(),
+            retention_body_days: 30,
+            retention_row_days: 0,
             audit_partitions_months_ahead: 3,
             audit_retention_months: 24,
             batch_size: 500,

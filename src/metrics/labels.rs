@@ -105,6 +105,7 @@ label_enum!(
         ExpireModeration => "expire-moderation",
         AuditPartitions => "audit-partitions",
         Reclaim => "reclaim",
+        Retention => "retention",
     }
 );
 

@@ -5,6 +5,7 @@ mod digest;
 mod digest_switch;
 mod expiry;
 mod partitions;
+mod retention;
 
 use std::time::Duration;
 
