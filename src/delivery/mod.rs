@@ -169,6 +169,9 @@ impl Deliverer {
         if let Err(failure) = self.complete(email).await {
             return (self.classify(email, failure), None);
         }
+        if let Err(failure) = self.drop_blacklisted_copies(email).await {
+            return (self.classify(email, failure), None);
+        }
         let email = &*email;
         let (format, unsubscribe) = match preferences::decide(email) {
             Verdict::Send {
@@ -492,6 +495,44 @@ impl Deliverer {
                 },
             ),
         }
+    }
+
+    /// Leaves blacklisted Cc/Bcc addresses out of this attempt (noted in
+    /// `tracking.suppressedRecipients`); the To is judged by the gate.
+    async fn drop_blacklisted_copies(&self, email: &mut ClaimedEmail) -> Result<(), SendFailure> {
+        let copies: Vec<String> = email
+            .cc_emails
+            .iter()
+            .chain(email.bcc_emails.iter())
+            .flatten()
+            .cloned()
+            .collect();
+        if copies.is_empty() {
+            return Ok(());
+        }
+        let db = |e: sqlx::Error| {
+            SendFailure::transient(format!("could not check Cc/Bcc suppressions: {e}"))
+        };
+        let blacklisted = preferences::blacklisted_among(&self.pool, &copies)
+            .await
+            .map_err(db)?;
+        if blacklisted.is_empty() {
+            return Ok(());
+        }
+        for list in [&mut email.cc_emails, &mut email.bcc_emails]
+            .into_iter()
+            .flatten()
+        {
+            list.retain(|a| !blacklisted.contains(a));
+        }
+        info!(
+            left_out = blacklisted.len(),
+            "blacklisted Cc/Bcc recipients left out"
+        );
+        queue::tracking::record_suppressed_recipients(&self.pool, email.email_id, &blacklisted)
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 
     /// Cc/Bcc recipients refused at RCPT while the message went to the others: noted in

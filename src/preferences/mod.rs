@@ -405,6 +405,26 @@ fn category_disabled(prefs: Option<&Value>, category: &str) -> bool {
         })
 }
 
+/// Those of `addresses` that are blacklisted: in `email_suppressions`, or a current user's
+/// `email_preferences`. Copies (Cc/Bcc) to them are dropped before sending: mail to a known
+/// bad address hurts the sender's reputation like any bounce.
+pub async fn blacklisted_among(
+    pool: &PgPool,
+    addresses: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT a FROM unnest($1::text[]) AS a
+         WHERE EXISTS (SELECT 1 FROM email_suppressions s
+                       WHERE s.email = lower(trim(a)) AND s.is_blacklisted)
+            OR EXISTS (SELECT 1 FROM users u JOIN email_preferences p ON p.user_id = u.user_id
+                       WHERE lower(u.email) = lower(trim(a)) AND u.deleted_at IS NULL
+                         AND COALESCE(p.is_blacklisted, false))",
+    )
+    .bind(addresses)
+    .fetch_all(pool)
+    .await
+}
+
 /// The spellings under which an address without a user is kept in `email_suppressions`:
 /// an internationalised domain both as written (Unicode) and as sent (punycode), so a
 /// bounce recorded for `maya@xn--mnchen-3ya.de` (the envelope) also suppresses a row written

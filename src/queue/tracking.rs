@@ -89,6 +89,26 @@ pub async fn record_refused_recipients<'e>(
     Ok(done.rows_affected() > 0)
 }
 
+/// Cc/Bcc addresses left out because they are blacklisted: `tracking.suppressedRecipients`
+/// (the list of this attempt; a retry writes it again).
+pub async fn record_suppressed_recipients<'e>(
+    exec: impl PgExecutor<'e>,
+    email_id: Uuid,
+    addresses: &[String],
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(concat!(
+        "UPDATE email_queue SET tracking = ",
+        tracking_object!(),
+        " || jsonb_build_object('suppressedRecipients', to_jsonb($2::text[]))
+         WHERE email_id = $1"
+    ))
+    .bind(email_id)
+    .bind(addresses)
+    .execute(exec)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 /// A click through a signed link: `clicks + 1`, first/last click times;
 /// sent/delivered/opened → clicked.
 pub async fn record_click<'e>(

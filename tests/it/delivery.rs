@@ -1196,3 +1196,60 @@ async fn an_idn_address_refused_in_one_spelling_is_suppressed_in_the_other() {
         "no second bounce"
     );
 }
+
+#[tokio::test]
+async fn a_blacklisted_cc_is_left_out_and_the_email_goes_to_the_others() {
+    let db = TestDb::new().await;
+    let smtp = TestSmtp::start().await;
+    sqlx::query(
+        "INSERT INTO email_suppressions (email, bounce_count, is_blacklisted, blacklist_reason, blacklisted_at, updated_at)
+         VALUES ('stale@example.com', 1, true, 'hard bounce: 550 5.1.1', now(), now())",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let blocked_user = insert_user(&db.pool, "blocked@example.com").await;
+    sqlx::query(
+        "INSERT INTO email_preferences (user_id, unsubscribe_token, is_blacklisted) VALUES ($1, 'tok-blocked', true)",
+    )
+    .bind(blocked_user)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut email = NewEmail::to("maya@example.com");
+    email.cc = Some(vec![
+        "Stale@Example.com".into(),
+        "foster@example.com".into(),
+    ]);
+    email.bcc = Some(vec!["blocked@example.com".into()]);
+    let id = email.insert(&db.pool).await;
+    app(settings(&db, Some(&smtp.url()), None, &[]))
+        .drain()
+        .await
+        .unwrap();
+    let r = row(&db.pool, id).await;
+    assert_eq!(r.status, "sent");
+    assert_eq!(
+        smtp.messages()[0].rcpt_to,
+        vec![
+            "maya@example.com".to_string(),
+            "foster@example.com".to_string()
+        ]
+    );
+    assert!(
+        smtp.messages()[0]
+            .header("Cc")
+            .unwrap()
+            .contains("foster@example.com")
+            && !smtp.messages()[0]
+                .header("Cc")
+                .unwrap()
+                .to_lowercase()
+                .contains("stale"),
+        "the header names only who got it"
+    );
+    assert_eq!(
+        r.tracking.unwrap()["suppressedRecipients"],
+        serde_json::json!(["Stale@Example.com", "blocked@example.com"])
+    );
+}
