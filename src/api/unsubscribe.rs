@@ -77,8 +77,8 @@ impl ToSchema for OneClickForm {}
 
 /// The confirmation page: what the link unsubscribes from, and a button that does it.
 #[utoipa::path(get, path = "/u/{token}", tag = "unsubscribe",
-    params(("token" = String, Path, description = "The recipient's unsubscribe token"),
-        ("category" = Option<String>, Query, description = "Only this preference category")),
+    params(("token" = String, Path, description = "The recipient's unsubscribe token", min_length = 1, max_length = 255),
+        ("category" = Option<String>, Query, description = "Only this preference category", pattern = "^[A-Za-z0-9_]{1,64}$")),
     responses(
         (status = 200, description = "Confirmation page", content_type = "text/html"),
         (status = 404, description = "Not a valid link", content_type = "text/html"),
@@ -122,8 +122,8 @@ pub async fn page(
 /// Unsubscribes at once (RFC 8058 one-click, or the page's button). Body:
 /// `List-Unsubscribe=One-Click`, `application/x-www-form-urlencoded` or `multipart/form-data`.
 #[utoipa::path(post, path = "/u/{token}", tag = "unsubscribe",
-    params(("token" = String, Path, description = "The recipient's unsubscribe token"),
-        ("category" = Option<String>, Query, description = "Only this preference category")),
+    params(("token" = String, Path, description = "The recipient's unsubscribe token", min_length = 1, max_length = 255),
+        ("category" = Option<String>, Query, description = "Only this preference category", pattern = "^[A-Za-z0-9_]{1,64}$")),
     request_body(description = "List-Unsubscribe=One-Click",
         content((OneClickForm = "application/x-www-form-urlencoded"), (OneClickForm = "multipart/form-data"))),
     responses(

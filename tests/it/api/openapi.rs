@@ -166,3 +166,27 @@ fn no_route_is_added_outside_the_documented_list() {
         found.join("\n")
     );
 }
+
+#[test]
+fn the_document_states_what_tokens_and_cursors_look_like() {
+    let doc = serde_json::to_value(adopt_worker::api::openapi()).unwrap();
+    let param = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))["schema"]
+            .clone()
+    };
+    let open = param("/t/o/{token}", "get", "token");
+    assert_eq!(open["pattern"], "^[A-Za-z0-9_-]+$", "{open}");
+    assert_eq!(open["minLength"], 46, "{open}");
+    let unsub = param("/u/{token}", "get", "token");
+    assert_eq!(
+        (unsub["minLength"].clone(), unsub["maxLength"].clone()),
+        (serde_json::json!(1), serde_json::json!(255))
+    );
+    let cursor = param("/v1/emails", "get", "cursor");
+    assert_eq!(cursor["minLength"], 1, "{cursor}");
+}
