@@ -5,3 +5,4 @@
 pub mod verp;
 
 pub use verp::ReturnPath;
+pub mod dsn;

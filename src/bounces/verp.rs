@@ -114,7 +114,7 @@ mod tests {
             address.to_string(),
             format!("bounces+{id}@bounces.example.org")
         );
-        assert_eq!(rp.email_id_of(&address.to_string()), Some(id));
+        assert_eq!(rp.email_id_of(address.as_ref()), Some(id));
         let shouted = format!(
             "<BOUNCES+{}@Bounces.Example.ORG>",
             id.to_string().to_uppercase()
