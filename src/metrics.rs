@@ -27,8 +27,8 @@ use crate::queue::{EmailPriority, EmailType};
 
 pub use http::{UNMATCHED_ROUTE, track_http};
 pub use labels::{
-    BounceKind, Job, JobOutcome, Outcome, QueueState, SendClass, SuppressionReason, TrackingEvent,
-    UnsubscribeVia,
+    BounceKind, DsnResult, Job, JobOutcome, Outcome, QueueState, SendClass, SuppressionReason,
+    TrackingEvent, UnsubscribeVia,
 };
 pub use sampler::{
     AheadWarning, CREATED_AHEAD_MARGIN_SECS, CREATED_AHEAD_RECENT_SECS, CREATED_AHEAD_WARN_EVERY,
@@ -293,6 +293,14 @@ pub const UNSUBSCRIBES: MetricDef = def(
     "Unsubscribes recorded, via the unsubscribe page or the RFC 8058 one-click POST.",
     &[],
 );
+pub const DSN_INGESTED: MetricDef = def(
+    "adopt_worker_dsn_ingested_total",
+    Counter,
+    Unit::Count,
+    &["result"],
+    "Messages sent to the bounce address that were ingested (adopt-worker bounces ingest, POST /v1/webhooks/dsn), by result: hard_bounce, soft_bounce, failed, delivered, delayed, complaint, duplicate (already applied), ignored (not a report), unmatched (names no email of ours). Counted in the database (worker_dsn_ingest_counts) and sampled: the same value in every process.",
+    &[],
+);
 pub const DB_POOL_CONNECTIONS: MetricDef = def(
     "adopt_worker_db_pool_connections",
     Gauge,
@@ -343,6 +351,7 @@ pub const CATALOGUE: &[&MetricDef] = &[
     &HTTP_DURATION,
     &TRACKING_EVENTS,
     &UNSUBSCRIBES,
+    &DSN_INGESTED,
     &DB_POOL_CONNECTIONS,
     &DB_POOL_MAX,
     &BUILD_INFO,
@@ -458,6 +467,13 @@ pub fn tracking_event(event: TrackingEvent) {
 /// A recipient unsubscribed.
 pub fn unsubscribed(via: UnsubscribeVia) {
     counter!(UNSUBSCRIBES.name, "via" => via.as_str()).increment(1);
+}
+
+/// The database's totals of ingested bounce messages (see [`DSN_INGESTED`]).
+pub fn dsn_ingested_totals(totals: &[(DsnResult, u64)]) {
+    for (result, total) in totals {
+        counter!(DSN_INGESTED.name, "result" => result.as_str()).absolute(*total);
+    }
 }
 
 /// One database queue sample (see [`sample_queue`]).
@@ -576,6 +592,9 @@ pub fn register_series() {
     }
     for v in UnsubscribeVia::ALL {
         counter!(UNSUBSCRIBES.name, "via" => v.as_str()).increment(0);
+    }
+    for r in DsnResult::ALL {
+        counter!(DSN_INGESTED.name, "result" => r.as_str()).increment(0);
     }
     let _ = histogram!(RENDER_DURATION.name);
     counter!(RETRIES_SCHEDULED.name).increment(0);

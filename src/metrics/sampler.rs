@@ -146,8 +146,29 @@ fn warn_created_ahead(rows: &[PriorityDepth], warning: &mut AheadWarning) {
     );
 }
 
+/// The bounce ingest's totals (`worker_dsn_ingest_counts`), exported as
+/// `adopt_worker_dsn_ingested_total`. A failure (e.g. migrations pending) leaves the counter
+/// as it was.
+async fn sample_dsn_counts(pool: &PgPool) {
+    let rows: Result<Vec<(String, i64)>, sqlx::Error> =
+        sqlx::query_as("SELECT result, total FROM worker_dsn_ingest_counts")
+            .fetch_all(pool)
+            .await;
+    match rows {
+        Ok(rows) => {
+            let totals: Vec<(super::DsnResult, u64)> = rows
+                .into_iter()
+                .filter_map(|(r, n)| Some((super::DsnResult::parse(&r)?, u64::try_from(n).ok()?)))
+                .collect();
+            super::dsn_ingested_totals(&totals);
+        }
+        Err(e) => debug!(error = %e, "reading the bounce ingest counts failed"),
+    }
+}
+
 /// Samples every `every` until `stop` turns true: exporter upkeep, pool gauges, then the
-/// queue (bounded by `every`, so a slow database cannot pile samples up).
+/// queue (bounded by `every`, so a slow database cannot pile samples up) and the bounce
+/// ingest's totals.
 pub async fn run_sampler(
     pool: PgPool,
     handle: PrometheusHandle,
@@ -169,6 +190,7 @@ pub async fn run_sampler(
         let failure = match tokio::time::timeout(every, sample_queue(&pool)).await {
             Ok(Ok(rows)) => {
                 super::queue_sampled(&rows);
+                sample_dsn_counts(&pool).await;
                 warn_created_ahead(&rows, &mut ahead);
                 if !healthy {
                     debug!("queue sampling works again");

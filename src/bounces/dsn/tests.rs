@@ -10,494 +10,57 @@ pub(crate) mod samples {
 
     /// Postfix: a hard bounce after the relay accepted the mail (its own remote said 5.1.1),
     /// the original returned whole.
-    pub const POSTFIX_HARD: &str = "\
-Return-Path: <>
-Delivered-To: bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org
-Received: by relay.example.org (Postfix) id 4XyZ1k2Lm3z9sT; Tue,  4 Mar 2025 10:15:02 +0000 (UTC)
-Date: Tue,  4 Mar 2025 10:15:02 +0000 (UTC)
-From: MAILER-DAEMON@relay.example.org (Mail Delivery System)
-Subject: Undelivered Mail Returned to Sender
-To: bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org
-Auto-Submitted: auto-replied
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=delivery-status;
-\tboundary=\"4XyZ1k2Lm3z9sT.1741083302/relay.example.org\"
-Content-Transfer-Encoding: 8bit
-Message-Id: <20250304101502.4XyZ1k2Lm3z9sT@relay.example.org>
-
-This is a MIME-encapsulated message.
-
---4XyZ1k2Lm3z9sT.1741083302/relay.example.org
-Content-Description: Notification
-Content-Type: text/plain; charset=utf-8
-Content-Transfer-Encoding: 8bit
-
-This is the mail system at host relay.example.org.
-
-I'm sorry to have to inform you that your message could not
-be delivered to one or more recipients. It's attached below.
-
-                   The mail system
-
-<maya.okafor@example.net>: host mx1.example.net[192.0.2.25] said: 550 5.1.1
-    <maya.okafor@example.net>: Recipient address rejected: User unknown in
-    virtual mailbox table (in reply to RCPT TO command)
-
---4XyZ1k2Lm3z9sT.1741083302/relay.example.org
-Content-Description: Delivery report
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns; relay.example.org
-X-Postfix-Queue-ID: 4XyZ1k2Lm3z9sT
-X-Postfix-Sender: rfc822; bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org
-Arrival-Date: Tue,  4 Mar 2025 10:15:01 +0000 (UTC)
-
-Final-Recipient: rfc822; maya.okafor@example.net
-Original-Recipient: rfc822;maya.okafor@example.net
-Action: failed
-Status: 5.1.1
-Remote-MTA: dns; mx1.example.net
-Diagnostic-Code: smtp; 550 5.1.1 <maya.okafor@example.net>: Recipient address
-    rejected: User unknown in virtual mailbox table
-
---4XyZ1k2Lm3z9sT.1741083302/relay.example.org
-Content-Description: Undelivered Message
-Content-Type: message/rfc822
-Content-Transfer-Encoding: 8bit
-
-Return-Path: <bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org>
-Received: from worker.example.org (worker.example.org [192.0.2.5])
-\tby relay.example.org (Postfix) with ESMTP id 4XyZ1k2Lm3z9sT
-\tfor <maya.okafor@example.net>; Tue,  4 Mar 2025 10:15:01 +0000 (UTC)
-From: Happy Paws Rescue <rescues@adoptdontshop.com>
-To: Maya Okafor <maya.okafor@example.net>
-Subject: Your application for Biscuit
-Message-ID: <0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@adoptdontshop.com>
-Date: Tue, 04 Mar 2025 10:15:00 +0000
-MIME-Version: 1.0
-Content-Type: text/plain; charset=us-ascii
-
-Hello Maya, see https://adoptdontshop.com/applications/1
-
---4XyZ1k2Lm3z9sT.1741083302/relay.example.org--
-";
+    pub const POSTFIX_HARD: &str = include_str!("../../../tests/data/bounces/postfix_hard.eml");
 
     /// Postfix: a warning that delivery is delayed (headers only returned).
-    pub const POSTFIX_DELAYED: &str = "\
-From: MAILER-DAEMON@relay.example.org (Mail Delivery System)
-Subject: Delayed Mail (still being retried)
-To: bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org
-Auto-Submitted: auto-replied
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=delivery-status; boundary=\"B1\"
-
---B1
-Content-Description: Notification
-Content-Type: text/plain; charset=us-ascii
-
-This is the mail system at host relay.example.org.
-
-####################################################################
-# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #
-####################################################################
-
---B1
-Content-Description: Delivery report
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns; relay.example.org
-X-Postfix-Queue-ID: 4XyZ1k2Lm3z9sT
-
-Final-Recipient: rfc822; maya.okafor@example.net
-Original-Recipient: rfc822;maya.okafor@example.net
-Action: delayed
-Status: 4.4.1
-Diagnostic-Code: X-Postfix; connect to mx1.example.net[192.0.2.25]:25: Connection
-    timed out
-Will-Retry-Until: Sun, 9 Mar 2025 10:15:01 +0000 (UTC)
-
---B1
-Content-Description: Undelivered Message Headers
-Content-Type: text/rfc822-headers
-
-From: Happy Paws Rescue <rescues@adoptdontshop.com>
-To: Maya Okafor <maya.okafor@example.net>
-Subject: Your application for Biscuit
-Message-ID: <0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@adoptdontshop.com>
-
---B1--
-";
+    pub const POSTFIX_DELAYED: &str =
+        include_str!("../../../tests/data/bounces/postfix_delayed.eml");
 
     /// Postfix, mis-formed by a filter on the way: no Original-Recipient, no VERP address
     /// in the headers (only the returned Message-ID names the email), mailbox full.
-    pub const POSTFIX_FULL_NO_ORIGINAL_RECIPIENT: &str = "\
-From: MAILER-DAEMON@relay.example.org (Mail Delivery System)
-Subject: Undelivered Mail Returned to Sender
-To: postmaster@example.org
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=delivery-status; boundary=\"B2\"
-
---B2
-Content-Type: text/plain
-
-The mail system
-
---B2
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns; relay.example.org
-X-Postfix-Queue-ID: 3Fq9Wd0Yz1z2Bx
-
-Final-Recipient: rfc822; maya.okafor@example.net
-Action: failed
-Status: 5.2.2
-Diagnostic-Code: smtp; 552 5.2.2 <maya.okafor@example.net>: Mailbox full
-
---B2
-Content-Type: text/rfc822-headers
-
-Message-ID: <0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@adoptdontshop.com>
-Subject: Your application for Biscuit
-
---B2--
-";
+    pub const POSTFIX_FULL_NO_ORIGINAL_RECIPIENT: &str =
+        include_str!("../../../tests/data/bounces/postfix_full_no_original_recipient.eml");
 
     /// Postfix: a success notification (NOTIFY=SUCCESS), relayed to a server without DSN.
-    pub const POSTFIX_RELAYED: &str = "\
-From: MAILER-DAEMON@relay.example.org (Mail Delivery System)
-Subject: Successful Mail Delivery Report
-To: bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=delivery-status; boundary=\"B3\"
-
---B3
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns; relay.example.org
-
-Final-Recipient: rfc822; maya.okafor@example.net
-Original-Recipient: rfc822;maya.okafor@example.net
-Action: relayed
-Status: 2.0.0
-Remote-MTA: dns; mx1.example.net
-Diagnostic-Code: smtp; 250 2.0.0 Ok: queued as 9AB12C
-
---B3--
-";
+    pub const POSTFIX_RELAYED: &str =
+        include_str!("../../../tests/data/bounces/postfix_relayed.eml");
 
     /// Exim's classic text bounce (no DSN part): the copy of the message follows.
-    pub const EXIM_TEXT: &str = "\
-Return-path: <>
-Envelope-to: bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org
-From: Mail Delivery System <Mailer-Daemon@mail.example.com>
-To: bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org
-Subject: Mail delivery failed: returning message to sender
-Message-Id: <E1tpQ2x-0004aB-7K@mail.example.com>
-Date: Tue, 04 Mar 2025 10:20:11 +0000
-
-This message was created automatically by mail delivery software.
-
-A message that you sent could not be delivered to one or more of its
-recipients. This is a permanent error. The following address(es) failed:
-
-  jordan@example.com
-    host mx.example.com [198.51.100.7]
-    SMTP error from remote mail server after RCPT TO:<jordan@example.com>:
-    550 5.1.1 <jordan@example.com>: Recipient address rejected: User unknown
-
------- This is a copy of the message, including all the headers. ------
-
-Return-path: <bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org>
-From: Happy Paws Rescue <rescues@adoptdontshop.com>
-To: jordan@example.com
-Subject: Your application for Biscuit
-Message-ID: <0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@adoptdontshop.com>
-
-Hello Jordan, ask us about our 550 adoptable pets.
-";
+    pub const EXIM_TEXT: &str = include_str!("../../../tests/data/bounces/exim_text.eml");
 
     /// Exim with DSN: multipart/report, a policy refusal that is not the recipient's fault.
-    pub const EXIM_DSN_POLICY: &str = "\
-From: Mail Delivery System <Mailer-Daemon@mail.example.com>
-To: bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org
-Subject: Mail delivery failed: returning message to sender
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=delivery-status; boundary=1741083611-eximdsn-1804289383
-
---1741083611-eximdsn-1804289383
-Content-type: text/plain; charset=us-ascii
-
-This message was created automatically by mail delivery software.
-
---1741083611-eximdsn-1804289383
-Content-type: message/delivery-status
-
-Reporting-MTA: dns; mail.example.com
-
-Action: failed
-Final-Recipient: rfc822;jordan@example.com
-Status: 5.7.1
-Remote-MTA: dns; mx.example.com
-Diagnostic-Code: smtp; 550 5.7.1 Message rejected as spam by Content Filtering
-
---1741083611-eximdsn-1804289383
-Content-type: message/rfc822
-
-From: Happy Paws Rescue <rescues@adoptdontshop.com>
-Message-ID: <0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@adoptdontshop.com>
-Subject: Your application for Biscuit
-
-Hello
-
---1741083611-eximdsn-1804289383--
-";
+    pub const EXIM_DSN_POLICY: &str =
+        include_str!("../../../tests/data/bounces/exim_dsn_policy.eml");
 
     /// Exchange Online's NDR: an HTML human part, lower-case field names, `RFC822;`, 5.1.10.
-    pub const EXCHANGE_NDR: &str = "\
-From: postmaster@contoso.onmicrosoft.com
-To: <bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org>
-Subject: Undeliverable: Your application for Biscuit
-Content-Type: multipart/report; report-type=delivery-status;
-\tboundary=\"_000_5e0b6a72c1d04f7b9b1b2a5f3d4e8c11AM0PR01MB1234eurprd_\"
-MIME-Version: 1.0
-X-MS-Exchange-Message-Is-Ndr:
-
---_000_5e0b6a72c1d04f7b9b1b2a5f3d4e8c11AM0PR01MB1234eurprd_
-Content-Type: multipart/alternative;
-\tboundary=\"_002_5e0b6a72c1d04f7b9b1b2a5f3d4e8c11AM0PR01MB1234eurprd_\"
-
---_002_5e0b6a72c1d04f7b9b1b2a5f3d4e8c11AM0PR01MB1234eurprd_
-Content-Type: text/plain; charset=\"us-ascii\"
-
-Your message to sam@contoso.com couldn't be delivered.
-sam wasn't found at contoso.com.
-
---_002_5e0b6a72c1d04f7b9b1b2a5f3d4e8c11AM0PR01MB1234eurprd_
-Content-Type: text/html; charset=\"us-ascii\"
-
-<html><body><p>Your message to sam@contoso.com couldn't be delivered.</p></body></html>
-
---_002_5e0b6a72c1d04f7b9b1b2a5f3d4e8c11AM0PR01MB1234eurprd_--
-
---_000_5e0b6a72c1d04f7b9b1b2a5f3d4e8c11AM0PR01MB1234eurprd_
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns;AM0PR01MB1234.eurprd01.prod.exchangelabs.com
-Received-From-MTA: dns;relay.example.org
-Arrival-Date: Tue, 4 Mar 2025 10:25:40 +0000
-
-Final-recipient: RFC822; sam@contoso.com
-Action: failed
-Status: 5.1.10
-Diagnostic-code: smtp;550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup
-X-Display-Name: Sam Rivera
-
---_000_5e0b6a72c1d04f7b9b1b2a5f3d4e8c11AM0PR01MB1234eurprd_
-Content-Type: text/rfc822-headers
-
-Return-Path: <bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org>
-From: Happy Paws Rescue <rescues@adoptdontshop.com>
-To: Sam Rivera <sam@contoso.com>
-Subject: Your application for Biscuit
-Message-ID: <0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@adoptdontshop.com>
-
---_000_5e0b6a72c1d04f7b9b1b2a5f3d4e8c11AM0PR01MB1234eurprd_--
-";
+    pub const EXCHANGE_NDR: &str = include_str!("../../../tests/data/bounces/exchange_ndr.eml");
 
     /// Gmail: a hard bounce whose diagnostic is folded over several `550-5.1.1` lines.
-    pub const GMAIL_HARD: &str = "\
-Delivered-To: bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org
-From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>
-To: bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org
-Auto-Submitted: auto-replied
-Subject: Delivery Status Notification (Failure)
-MIME-Version: 1.0
-Content-Type: multipart/report; boundary=\"000000000000a1b2c3\"; report-type=delivery-status
-
---000000000000a1b2c3
-Content-Type: multipart/related; boundary=\"000000000000a1b2c4\"
-
---000000000000a1b2c4
-Content-Type: multipart/alternative; boundary=\"000000000000a1b2c5\"
-
---000000000000a1b2c5
-Content-Type: text/plain; charset=\"UTF-8\"
-
-
-** Address not found **
-
-Your message wasn't delivered to ana.silva@gmail.com because the address couldn't be found, or is unable to receive mail.
-
---000000000000a1b2c5--
-
---000000000000a1b2c4--
-
---000000000000a1b2c3
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns; googlemail.com
-Received-From-MTA: dns; relay.example.org
-Arrival-Date: Tue, 04 Mar 2025 02:31:07 -0800 (PST)
-X-Original-Message-ID: <0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@adoptdontshop.com>
-
-Final-Recipient: rfc822; ana.silva@gmail.com
-Action: failed
-Status: 5.1.1
-Remote-MTA: dns; gmail-smtp-in.l.google.com. (2a00:1450:400c:c0b::1a, the server
- for the domain gmail.com.)
-Diagnostic-Code: smtp; 550-5.1.1 The email account that you tried to reach does
- not exist. Please try
- 550-5.1.1 double-checking the recipient's email address for typos or
- 550-5.1.1 unnecessary spaces. For more information, go to
- 550 5.1.1  https://support.google.com/mail/?p=NoSuchUser a1si123456wrb.7 - gsmtp
-Last-Attempt-Date: Tue, 04 Mar 2025 02:31:08 -0800 (PST)
-
---000000000000a1b2c3
-Content-Type: message/rfc822
-
-Return-Path: <bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org>
-From: Happy Paws Rescue <rescues@adoptdontshop.com>
-To: ana.silva@gmail.com
-Subject: Your application for Biscuit
-Message-ID: <0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@adoptdontshop.com>
-
-Hello Ana
-
---000000000000a1b2c3--
-";
+    pub const GMAIL_HARD: &str = include_str!("../../../tests/data/bounces/gmail_hard.eml");
 
     /// Gmail: the recipient's storage is full (a soft bounce).
-    pub const GMAIL_OVER_QUOTA: &str = "\
-From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>
-To: bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org
-Subject: Delivery Status Notification (Failure)
-MIME-Version: 1.0
-Content-Type: multipart/report; boundary=\"g2\"; report-type=delivery-status
-
---g2
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns; googlemail.com
-
-Final-Recipient: rfc822; ana.silva@gmail.com
-Action: failed
-Status: 5.2.2
-Diagnostic-Code: smtp; 552-5.2.2 The recipient's inbox is out of storage space.
- 552 5.2.2 Please direct the recipient to https://support.google.com/mail/?p=OverQuotaPerm - gsmtp
-
---g2--
-";
+    pub const GMAIL_OVER_QUOTA: &str =
+        include_str!("../../../tests/data/bounces/gmail_over_quota.eml");
 
     /// Yahoo's text bounce: `554:` and no enhanced code.
-    pub const YAHOO_TEXT: &str = "\
-From: MAILER-DAEMON@yahoo.com
-To: bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org
-Subject: Failure Notice
-
-Sorry, we were unable to deliver your message to the following address.
-
-<lee.parker@yahoo.com>:
-554: delivery error: dd This user doesn't have a yahoo.com account (lee.parker@yahoo.com) [0] - mta1234.mail.gq1.yahoo.com
-
---- Below this line is a copy of the message.
-
-From: Happy Paws Rescue <rescues@adoptdontshop.com>
-Message-ID: <0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@adoptdontshop.com>
-Subject: Your application for Biscuit
-";
+    pub const YAHOO_TEXT: &str = include_str!("../../../tests/data/bounces/yahoo_text.eml");
 
     /// Yahoo's feedback loop: an ARF abuse report, the original attached.
-    pub const YAHOO_ARF: &str = "\
-From: feedback@arf.mail.yahoo.com
-To: fbl@example.org
-Subject: FW: Your application for Biscuit
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=feedback-report; boundary=\"----=_Part_1\"
-
-------=_Part_1
-Content-Type: text/plain; charset=us-ascii
-
-This is an email abuse report for an email message received from IP 192.0.2.5 on Tue, 04 Mar 2025 10:15:02 +0000.
-
-------=_Part_1
-Content-Type: message/feedback-report
-
-Feedback-Type: abuse
-User-Agent: Yahoo!-Mail-Feedback/2.0
-Version: 1
-Original-Mail-From: <bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org>
-Original-Rcpt-To: lee.parker@yahoo.com
-Arrival-Date: Tue, 04 Mar 2025 10:15:02 +0000
-Reported-Domain: adoptdontshop.com
-Authentication-Results: mta1234.mail.gq1.yahoo.com  dkim=pass header.d=adoptdontshop.com
-
-------=_Part_1
-Content-Type: message/rfc822
-
-From: Happy Paws Rescue <rescues@adoptdontshop.com>
-To: redacted@yahoo.com
-Subject: Your application for Biscuit
-Message-ID: <0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@adoptdontshop.com>
-
-Hello
-
-------=_Part_1--
-";
+    pub const YAHOO_ARF: &str = include_str!("../../../tests/data/bounces/yahoo_arf.eml");
 
     /// Outlook's out-of-office reply, which happens to quote a status-like number.
-    pub const OUT_OF_OFFICE: &str = "\
-From: Sam Rivera <sam@contoso.com>
-To: bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org
-Subject: Automatic reply: Your application for Biscuit
-Auto-Submitted: auto-replied
-X-Auto-Response-Suppress: All
-In-Reply-To: <0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@adoptdontshop.com>
-
-I am out of the office until 10 March with limited access to email.
-Please call 550 5.1.1 for nothing in particular.
-";
+    pub const OUT_OF_OFFICE: &str = include_str!("../../../tests/data/bounces/out_of_office.eml");
 
     /// Spam that reached the bounce address.
-    pub const SPAM: &str = "\
-From: \"Prize Center\" <win@lottery.example>
-To: bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org
-Subject: You have WON 5.000.000!!!
-
-Claim your prize at 550 Main St now.
-";
+    pub const SPAM: &str = include_str!("../../../tests/data/bounces/spam.eml");
 
     /// qmail's text bounce.
-    pub const QMAIL_TEXT: &str = "\
-From: MAILER-DAEMON@mx.example.net
-To: bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org
-Subject: failure notice
-
-Hi. This is the qmail-send program at mx.example.net.
-I'm afraid I wasn't able to deliver your message to the following addresses.
-This is a permanent error; I've given up. Sorry it didn't work out.
-
-<kai@example.net>:
-192.0.2.7 does not like recipient.
-Remote host said: 550 5.1.1 <kai@example.net>... User unknown
-Giving up on 192.0.2.7.
-";
+    pub const QMAIL_TEXT: &str = include_str!("../../../tests/data/bounces/qmail_text.eml");
 
     /// A DSN from a small appliance: no blank line between the message and recipient
     /// fields, no Action, no report-type, CRLF line ends.
-    pub const APPLIANCE_NO_ACTION: &str = "From: postmaster@gw.example.com\r
-To: bounces+0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d@bounces.example.org\r
-Subject: Delivery failure\r
-Content-Type: multipart/report; boundary=\"zz\"\r
-\r
---zz\r
-Content-Type: message/delivery-status\r
-\r
-Reporting-MTA: dns; gw.example.com\r
-Final-Recipient: rfc822; noor@example.com\r
-Status: 5.1.1\r
-\r
---zz--\r
-";
+    pub const APPLIANCE_NO_ACTION: &str =
+        include_str!("../../../tests/data/bounces/appliance_no_action.eml");
 }
 
 use samples::*;
