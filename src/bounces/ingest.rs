@@ -58,6 +58,15 @@ pub enum MatchedBy {
 }
 
 impl MatchedBy {
+    /// For people: "its VERP address".
+    pub fn describe(self) -> &'static str {
+        match self {
+            MatchedBy::ReturnPath => "its VERP address",
+            MatchedBy::MessageId => "the original's Message-ID",
+            MatchedBy::QueueId => "the relay's queue id",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MatchedBy::ReturnPath => "return_path",
@@ -83,7 +92,7 @@ impl fmt::Display for Ingested {
         if let Some(id) = self.email_id {
             write!(f, "email {id}")?;
             if let Some(by) = self.matched_by {
-                write!(f, " (found by {})", by.as_str())?;
+                write!(f, " (found by {})", by.describe())?;
             }
             write!(f, ": ")?;
         }

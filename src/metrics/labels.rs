@@ -143,10 +143,3 @@ label_enum!(
         Unmatched => "unmatched",
     }
 );
-
-impl DsnResult {
-    /// The result named `text`, as stored in `worker_dsn_ingest_counts`.
-    pub fn parse(text: &str) -> Option<DsnResult> {
-        DsnResult::ALL.iter().copied().find(|r| r.as_str() == text)
-    }
-}

@@ -147,8 +147,8 @@ fn warn_created_ahead(rows: &[PriorityDepth], warning: &mut AheadWarning) {
 }
 
 /// The bounce ingest's totals (`worker_dsn_ingest_counts`), exported as
-/// `adopt_worker_dsn_ingested_total`. A failure (e.g. migrations pending) leaves the counter
-/// as it was.
+/// `adopt_worker_dsn_ingested_total`, every result (0 for one never seen). A failure (e.g.
+/// migrations pending) leaves the counter as it was.
 async fn sample_dsn_counts(pool: &PgPool) {
     let rows: Result<Vec<(String, i64)>, sqlx::Error> =
         sqlx::query_as("SELECT result, total FROM worker_dsn_ingest_counts")
@@ -156,9 +156,16 @@ async fn sample_dsn_counts(pool: &PgPool) {
             .await;
     match rows {
         Ok(rows) => {
-            let totals: Vec<(super::DsnResult, u64)> = rows
-                .into_iter()
-                .filter_map(|(r, n)| Some((super::DsnResult::parse(&r)?, u64::try_from(n).ok()?)))
+            let totals: Vec<(super::DsnResult, u64)> = super::DsnResult::ALL
+                .iter()
+                .map(|result| {
+                    let total = rows
+                        .iter()
+                        .find(|(r, _)| r == result.as_str())
+                        .and_then(|(_, n)| u64::try_from(*n).ok())
+                        .unwrap_or(0);
+                    (*result, total)
+                })
                 .collect();
             super::dsn_ingested_totals(&totals);
         }
@@ -187,10 +194,11 @@ pub async fn run_sampler(
         handle.run_upkeep();
         let max = pool.options().get_max_connections();
         super::db_pool(pool.size(), pool.num_idle(), max);
+        // Before the queue, so a scrape that sees this tick's queue sample sees these too.
+        let _ = tokio::time::timeout(every, sample_dsn_counts(&pool)).await;
         let failure = match tokio::time::timeout(every, sample_queue(&pool)).await {
             Ok(Ok(rows)) => {
                 super::queue_sampled(&rows);
-                sample_dsn_counts(&pool).await;
                 warn_created_ahead(&rows, &mut ahead);
                 if !healthy {
                     debug!("queue sampling works again");

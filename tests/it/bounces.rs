@@ -529,3 +529,54 @@ async fn the_command_exits_as_an_mta_expects() {
     let (code, line) = run(&db.url, &["/nonexistent/dsn.eml"], None);
     assert_eq!(code, Some(66), "{line}");
 }
+
+/// The pipe's process lives for one message: its counts reach /metrics of the running
+/// processes through the database.
+#[tokio::test]
+async fn ingest_counts_reach_metrics_through_the_database() {
+    let db = TestDb::new().await;
+    let id = sent_row(&db, "maya.okafor@example.net", None, "sent").await;
+    run_ingest(&db, &sample("postfix_hard", id), None).await;
+    run_ingest(&db, &sample("spam", id), None).await;
+    let running = Running::start_api_only(settings(
+        &db,
+        None,
+        None,
+        &[("ADOPT__METRICS__SAMPLE_INTERVAL_SECS", "1")],
+    ))
+    .await;
+    let http = reqwest::Client::new();
+    let mut text = String::new();
+    let mut seen = false;
+    for _ in 0..100 {
+        text = http
+            .get(running.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        seen = value(&text, "hard_bounce").is_some_and(|v| v >= 1.0);
+        if seen {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    running.stop().await;
+    // (The recorder is shared by every test of this binary: at least, not exactly.)
+    assert!(seen, "{text}");
+    assert!(value(&text, "ignored").is_some_and(|v| v >= 1.0), "{text}");
+    assert!(
+        value(&text, "unmatched").is_some(),
+        "every result is exported: {text}"
+    );
+}
+
+/// The value of `adopt_worker_dsn_ingested_total{result="..."}` in a /metrics text.
+fn value(text: &str, result: &str) -> Option<f64> {
+    let prefix = format!("adopt_worker_dsn_ingested_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}

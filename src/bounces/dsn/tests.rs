@@ -1,69 +1,45 @@
 //! Reports shaped like what Postfix, Exim, qmail, Exchange Online, Gmail and Yahoo send,
 //! written for these tests (addresses, hosts and ids are made up), including mis-formed
-//! ones. `samples::ORIGINAL_ID` is the email they are about.
+//! ones, kept in `tests/data/bounces/` (the ingest's integration tests use them too).
+//! `ORIGINAL_ID` is the email they are about.
 
 use super::*;
 
-pub(crate) mod samples {
-    /// The email every sample is about; its Message-ID is `<ORIGINAL_ID@adoptdontshop.com>`.
-    pub const ORIGINAL_ID: &str = "0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d";
+/// The email every sample is about; its Message-ID is `<ORIGINAL_ID@adoptdontshop.com>`.
+const ORIGINAL_ID: &str = "0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d";
 
-    /// Postfix: a hard bounce after the relay accepted the mail (its own remote said 5.1.1),
-    /// the original returned whole.
-    pub const POSTFIX_HARD: &str = include_str!("../../../tests/data/bounces/postfix_hard.eml");
-
-    /// Postfix: a warning that delivery is delayed (headers only returned).
-    pub const POSTFIX_DELAYED: &str =
-        include_str!("../../../tests/data/bounces/postfix_delayed.eml");
-
-    /// Postfix, mis-formed by a filter on the way: no Original-Recipient, no VERP address
-    /// in the headers (only the returned Message-ID names the email), mailbox full.
-    pub const POSTFIX_FULL_NO_ORIGINAL_RECIPIENT: &str =
-        include_str!("../../../tests/data/bounces/postfix_full_no_original_recipient.eml");
-
-    /// Postfix: a success notification (NOTIFY=SUCCESS), relayed to a server without DSN.
-    pub const POSTFIX_RELAYED: &str =
-        include_str!("../../../tests/data/bounces/postfix_relayed.eml");
-
-    /// Exim's classic text bounce (no DSN part): the copy of the message follows.
-    pub const EXIM_TEXT: &str = include_str!("../../../tests/data/bounces/exim_text.eml");
-
-    /// Exim with DSN: multipart/report, a policy refusal that is not the recipient's fault.
-    pub const EXIM_DSN_POLICY: &str =
-        include_str!("../../../tests/data/bounces/exim_dsn_policy.eml");
-
-    /// Exchange Online's NDR: an HTML human part, lower-case field names, `RFC822;`, 5.1.10.
-    pub const EXCHANGE_NDR: &str = include_str!("../../../tests/data/bounces/exchange_ndr.eml");
-
-    /// Gmail: a hard bounce whose diagnostic is folded over several `550-5.1.1` lines.
-    pub const GMAIL_HARD: &str = include_str!("../../../tests/data/bounces/gmail_hard.eml");
-
-    /// Gmail: the recipient's storage is full (a soft bounce).
-    pub const GMAIL_OVER_QUOTA: &str =
-        include_str!("../../../tests/data/bounces/gmail_over_quota.eml");
-
-    /// Yahoo's text bounce: `554:` and no enhanced code.
-    pub const YAHOO_TEXT: &str = include_str!("../../../tests/data/bounces/yahoo_text.eml");
-
-    /// Yahoo's feedback loop: an ARF abuse report, the original attached.
-    pub const YAHOO_ARF: &str = include_str!("../../../tests/data/bounces/yahoo_arf.eml");
-
-    /// Outlook's out-of-office reply, which happens to quote a status-like number.
-    pub const OUT_OF_OFFICE: &str = include_str!("../../../tests/data/bounces/out_of_office.eml");
-
-    /// Spam that reached the bounce address.
-    pub const SPAM: &str = include_str!("../../../tests/data/bounces/spam.eml");
-
-    /// qmail's text bounce.
-    pub const QMAIL_TEXT: &str = include_str!("../../../tests/data/bounces/qmail_text.eml");
-
-    /// A DSN from a small appliance: no blank line between the message and recipient
-    /// fields, no Action, no report-type, CRLF line ends.
-    pub const APPLIANCE_NO_ACTION: &str =
-        include_str!("../../../tests/data/bounces/appliance_no_action.eml");
+/// A sample of `tests/data/bounces/` (read at run time: the samples are test data, not part
+/// of the build):
+/// - `postfix_hard`: Postfix: a hard bounce after the relay accepted the mail (its own
+///   remote said 5.1.1), the original returned whole.
+/// - `postfix_delayed`: Postfix: a warning that delivery is delayed (headers only returned).
+/// - `postfix_full_no_original_recipient`: Postfix, mis-formed by a filter on the way: no
+///   Original-Recipient, no VERP address in the headers (only the returned Message-ID names
+///   the email), mailbox full.
+/// - `postfix_relayed`: Postfix: a success notification (NOTIFY=SUCCESS), relayed to a
+///   server without DSN.
+/// - `exim_dsn_policy`: Exim with DSN: a policy refusal that is not the recipient's fault.
+/// - `gmail_over_quota`: Gmail: the recipient's storage is full (a soft bounce).
+/// - `appliance_no_action`: a small appliance's DSN: no blank line between the message and
+///   recipient fields, no Action, no report-type, CRLF line ends.
+/// - `exim_text`: Exim's classic text bounce (no DSN part): the copy of the message
+///   follows.
+/// - `exchange_ndr`: Exchange Online's NDR: an HTML human part, lower-case field names,
+///   `RFC822;`, 5.1.10.
+/// - `gmail_hard`: Gmail: a hard bounce whose diagnostic is folded over several `550-5.1.1`
+///   lines.
+/// - `yahoo_text`: Yahoo's text bounce: `554:` and no enhanced code.
+/// - `yahoo_arf`: Yahoo's feedback loop: an ARF abuse report, the original attached.
+/// - `out_of_office`: Outlook's out-of-office reply, which happens to quote a status-like
+///   number.
+/// - `spam`: Spam that reached the bounce address.
+/// - `qmail_text`: qmail's text bounce.
+fn sample(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/bounces")
+        .join(format!("{name}.eml"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
-
-use samples::*;
 
 fn delivery(report: &Report) -> &[RecipientStatus] {
     match &report.kind {
@@ -82,7 +58,7 @@ fn verp() -> String {
 
 #[test]
 fn postfix_hard_bounce() {
-    let r = parse(POSTFIX_HARD.as_bytes());
+    let r = parse(&sample("postfix_hard"));
     let rs = delivery(&r);
     assert_eq!(rs.len(), 1);
     let s = &rs[0];
@@ -109,7 +85,7 @@ fn postfix_hard_bounce() {
 
 #[test]
 fn postfix_delay_warning_is_delayed() {
-    let r = parse(POSTFIX_DELAYED.as_bytes());
+    let r = parse(&sample("postfix_delayed"));
     let s = &delivery(&r)[0];
     assert_eq!(s.action, Action::Delayed);
     assert_eq!(s.verdict(), Verdict::Delayed);
@@ -123,7 +99,7 @@ fn postfix_delay_warning_is_delayed() {
 
 #[test]
 fn a_full_mailbox_without_original_recipient_is_soft() {
-    let r = parse(POSTFIX_FULL_NO_ORIGINAL_RECIPIENT.as_bytes());
+    let r = parse(&sample("postfix_full_no_original_recipient"));
     let s = &delivery(&r)[0];
     assert_eq!(s.original_recipient, None);
     assert_eq!(
@@ -139,7 +115,7 @@ fn a_full_mailbox_without_original_recipient_is_soft() {
 
 #[test]
 fn a_relayed_success_report_is_delivered() {
-    let r = parse(POSTFIX_RELAYED.as_bytes());
+    let r = parse(&sample("postfix_relayed"));
     let s = &delivery(&r)[0];
     assert_eq!(s.action, Action::Relayed);
     assert_eq!(s.verdict(), Verdict::Delivered);
@@ -148,7 +124,7 @@ fn a_relayed_success_report_is_delivered() {
 
 #[test]
 fn exim_text_bounce_is_read_from_its_status_line() {
-    let r = parse(EXIM_TEXT.as_bytes());
+    let r = parse(&sample("exim_text"));
     let ReportKind::Delivery {
         recipients,
         from_text,
@@ -171,7 +147,7 @@ fn exim_text_bounce_is_read_from_its_status_line() {
 
 #[test]
 fn exim_policy_refusal_is_a_failure_not_a_bounce() {
-    let r = parse(EXIM_DSN_POLICY.as_bytes());
+    let r = parse(&sample("exim_dsn_policy"));
     let s = &delivery(&r)[0];
     assert_eq!(s.final_recipient.as_deref(), Some("jordan@example.com"));
     assert_eq!(
@@ -184,7 +160,7 @@ fn exim_policy_refusal_is_a_failure_not_a_bounce() {
 
 #[test]
 fn exchange_ndr_with_lower_case_fields_is_a_hard_bounce() {
-    let r = parse(EXCHANGE_NDR.as_bytes());
+    let r = parse(&sample("exchange_ndr"));
     let s = &delivery(&r)[0];
     assert_eq!(s.final_recipient.as_deref(), Some("sam@contoso.com"));
     assert_eq!(s.status.map(|s| s.to_string()).as_deref(), Some("5.1.10"));
@@ -196,7 +172,7 @@ fn exchange_ndr_with_lower_case_fields_is_a_hard_bounce() {
 
 #[test]
 fn gmail_folded_diagnostic_reads_as_one_reply() {
-    let r = parse(GMAIL_HARD.as_bytes());
+    let r = parse(&sample("gmail_hard"));
     let s = &delivery(&r)[0];
     assert_eq!(s.verdict(), Verdict::HardBounce);
     let reply = s.reply().to_string();
@@ -211,13 +187,13 @@ fn gmail_folded_diagnostic_reads_as_one_reply() {
 
 #[test]
 fn gmail_over_quota_is_soft() {
-    let r = parse(GMAIL_OVER_QUOTA.as_bytes());
+    let r = parse(&sample("gmail_over_quota"));
     assert_eq!(delivery(&r)[0].verdict(), Verdict::SoftBounce);
 }
 
 #[test]
 fn yahoo_text_bounce_without_enhanced_code_is_hard_by_its_words() {
-    let r = parse(YAHOO_TEXT.as_bytes());
+    let r = parse(&sample("yahoo_text"));
     let s = &delivery(&r)[0];
     assert_eq!(s.final_recipient.as_deref(), Some("lee.parker@yahoo.com"));
     assert_eq!(s.reply().code, 554);
@@ -227,7 +203,7 @@ fn yahoo_text_bounce_without_enhanced_code_is_hard_by_its_words() {
 
 #[test]
 fn yahoo_feedback_loop_report_is_a_complaint() {
-    let r = parse(YAHOO_ARF.as_bytes());
+    let r = parse(&sample("yahoo_arf"));
     assert_eq!(
         r.kind,
         ReportKind::Complaint {
@@ -242,7 +218,9 @@ fn yahoo_feedback_loop_report_is_a_complaint() {
 
 #[test]
 fn other_feedback_types_are_not_complaints() {
-    let not_spam = YAHOO_ARF.replace("Feedback-Type: abuse", "Feedback-Type: not-spam");
+    let not_spam = String::from_utf8(sample("yahoo_arf"))
+        .unwrap()
+        .replace("Feedback-Type: abuse", "Feedback-Type: not-spam");
     assert!(matches!(
         parse(not_spam.as_bytes()).kind,
         ReportKind::NotAReport(why) if why.contains("not-spam")
@@ -251,7 +229,7 @@ fn other_feedback_types_are_not_complaints() {
 
 #[test]
 fn qmail_text_bounce() {
-    let r = parse(QMAIL_TEXT.as_bytes());
+    let r = parse(&sample("qmail_text"));
     let s = &delivery(&r)[0];
     assert_eq!(s.final_recipient.as_deref(), Some("kai@example.net"));
     assert_eq!(s.verdict(), Verdict::HardBounce);
@@ -259,7 +237,7 @@ fn qmail_text_bounce() {
 
 #[test]
 fn an_appliance_dsn_without_action_or_blank_line_is_read_from_its_status() {
-    let r = parse(APPLIANCE_NO_ACTION.as_bytes());
+    let r = parse(&sample("appliance_no_action"));
     let s = &delivery(&r)[0];
     assert_eq!(s.action, Action::Failed);
     assert_eq!(s.final_recipient.as_deref(), Some("noor@example.com"));
@@ -268,14 +246,14 @@ fn an_appliance_dsn_without_action_or_blank_line_is_read_from_its_status() {
 
 #[test]
 fn auto_replies_and_spam_are_not_reports() {
-    for (name, raw) in [("out of office", OUT_OF_OFFICE), ("spam", SPAM)] {
+    for name in ["out_of_office", "spam"] {
         assert!(
-            matches!(parse(raw.as_bytes()).kind, ReportKind::NotAReport(_)),
+            matches!(parse(&sample(name)).kind, ReportKind::NotAReport(_)),
             "{name}"
         );
     }
     assert_eq!(
-        parse(OUT_OF_OFFICE.as_bytes()).kind,
+        parse(&sample("out_of_office")).kind,
         ReportKind::NotAReport("an auto-reply".into())
     );
 }
@@ -304,8 +282,14 @@ fn garbage_never_panics() {
         let _ = parse(&raw);
     }
     // Every cut of real samples.
-    for sample in [POSTFIX_HARD, GMAIL_HARD, YAHOO_ARF, EXIM_TEXT, EXCHANGE_NDR] {
-        let bytes = sample.as_bytes();
+    for name in [
+        "postfix_hard",
+        "gmail_hard",
+        "yahoo_arf",
+        "exim_text",
+        "exchange_ndr",
+    ] {
+        let bytes = sample(name);
         for cut in (0..bytes.len()).step_by(37) {
             let _ = parse(&bytes[..cut]);
         }
