@@ -4,8 +4,8 @@ valid request that only the database knows.
 1. `POST /v1/webhooks/events` and `/v1/webhooks/dsn` are authenticated by an HMAC-SHA256 of
 "{X-Adopt-Timestamp}.{raw body}" (README "Webhook"), which no static header can carry.
 schemathesis.toml gives the `webhook_signature` scheme the placeholder value below; when a
-request still carries it, the request is signed here, on the exact bytes about to be sent, with the timestamp set to now.
-A request whose headers were generated as invalid on purpose, or whose signature was removed
+request still carries it, the request is signed here, on the exact bytes about to be sent,
+with the timestamp set to now. A request whose headers were generated as invalid on purpose, or whose signature was removed
 or replaced (the ignored_auth check's probes), is sent as it is, so the server must refuse it.
 
 2. A request generated as valid stays valid for what no schema can say: an enqueue's
