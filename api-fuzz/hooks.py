@@ -5,8 +5,9 @@ valid request that only the database knows.
 "{X-Adopt-Timestamp}.{raw body}" (README "Webhook"), which no static header can carry.
 schemathesis.toml gives the `webhook_signature` scheme the placeholder value below; when a
 request still carries it, the request is signed here, on the exact bytes about to be sent,
-with the timestamp set to now. A request whose headers were generated as invalid on purpose, or whose signature was removed
-or replaced (the ignored_auth check's probes), is sent as it is, so the server must refuse it.
+with the timestamp set to now. A request whose headers were generated as invalid on purpose,
+or whose signature was removed or replaced (the ignored_auth check's probes), is sent as it
+is, so the server must refuse it.
 
 2. A request generated as valid stays valid for what no schema can say: an enqueue's
 `user_id` names the fuzzing admin (a user that exists) and its `to` is then that user's
