@@ -1,12 +1,13 @@
 """Schemathesis hooks for scripts/api-fuzz: real webhook signatures, and the values of a
 valid request that only the database knows.
 
-1. `POST /v1/webhooks/events` is authenticated by an HMAC-SHA256 of "{X-Adopt-Timestamp}.{raw
-body}" (README "Webhook"), which no static header can carry. schemathesis.toml gives the
-`webhook_signature` scheme the placeholder value below; when a request still carries it, the
-request is signed here, on the exact bytes about to be sent, with the timestamp set to now.
-A request whose headers were generated as invalid on purpose, or whose signature was removed
-or replaced (the ignored_auth check's probes), is sent as it is, so the server must refuse it.
+1. `POST /v1/webhooks/events` and `/v1/webhooks/dsn` are authenticated by an HMAC-SHA256 of
+"{X-Adopt-Timestamp}.{raw body}" (README "Webhook"), which no static header can carry.
+schemathesis.toml gives the `webhook_signature` scheme the placeholder value below; when a
+request still carries it, the request is signed here, on the exact bytes about to be sent,
+with the timestamp set to now. A request whose headers were generated as invalid on purpose,
+or whose signature was removed or replaced (the ignored_auth check's probes), is sent as it
+is, so the server must refuse it.
 
 2. A request generated as valid stays valid for what no schema can say: an enqueue's
 `user_id` names the fuzzing admin (a user that exists) and its `to` is then that user's
@@ -57,7 +58,7 @@ class _Sign(requests.auth.AuthBase):
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    if case.operation.path != "/v1/webhooks/events":
+    if case.operation.path not in ("/v1/webhooks/events", "/v1/webhooks/dsn"):
         return
     meta = case.meta
     if meta is not None and meta.is_negative_at(ParameterLocation.HEADER):

@@ -1,4 +1,5 @@
-//! The command line: `migrate`, `run`, `drain`, `jobs`, `templates`, `tokens`, `send-test`.
+//! The command line: `migrate`, `run`, `drain`, `jobs`, `templates`, `tokens`, `send-test`,
+//! `bounces ingest`.
 //! The names are a contract: scripts rely on them.
 
 use std::path::PathBuf;
@@ -51,6 +52,26 @@ pub enum Command {
     },
     /// Send a test email through the real pipeline.
     SendTest(SendTestArgs),
+    /// Bounces and complaints that come back by mail.
+    Bounces {
+        #[command(subcommand)]
+        command: BouncesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BouncesCommand {
+    /// Read one message as an MTA's pipe hands it over (a DSN, an abuse report, anything
+    /// sent to the bounce address) and apply it. Exit 0 when applied, ignored or unmatched;
+    /// 75 (EX_TEMPFAIL) when the database cannot be reached.
+    Ingest {
+        /// The message; standard input when absent.
+        file: Option<PathBuf>,
+        /// The address the message was delivered to (Postfix pipe: `${recipient}`): the
+        /// VERP address that names the email.
+        #[arg(long, value_name = "ADDR")]
+        recipient: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +139,18 @@ pub struct SendTestArgs {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Its own error handling and exit codes (for MTAs), and no log lines: one line on stderr.
+    if let Command::Bounces {
+        command: BouncesCommand::Ingest { file, recipient },
+    } = &cli.command
+    {
+        return Ok(crate::bounces::run_ingest(
+            cli.config.as_deref(),
+            file.as_deref(),
+            recipient.as_deref(),
+        )
+        .await);
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init(&settings.log);
     match cli.command {
@@ -223,6 +256,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = App::build(settings)?;
             send_test_now(&app, email, &to).await
         }
+        // Handled before the settings are loaded, above.
+        Command::Bounces { .. } => Ok(ExitCode::SUCCESS),
     }
 }
 

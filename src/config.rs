@@ -144,6 +144,18 @@ impl WorkerSettings {
 #[serde(deny_unknown_fields)]
 pub struct BounceSettings {
     pub soft_bounce_threshold: i32,
+    /// VERP envelope sender template (`bounces+{email_id}@bounces.example.org`); empty:
+    /// the envelope sender is the From address. See [`BounceSettings::return_path`].
+    pub return_path: String,
+}
+
+impl BounceSettings {
+    /// `bounce.return_path`, checked at load: `None` when empty.
+    pub fn return_path(&self) -> Option<crate::bounces::ReturnPath> {
+        crate::bounces::ReturnPath::parse(&self.return_path)
+            .ok()
+            .flatten()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -409,6 +421,8 @@ impl Settings {
         if self.bounce.soft_bounce_threshold < 1 {
             return invalid("bounce.soft_bounce_threshold must be at least 1".into());
         }
+        crate::bounces::ReturnPath::parse(&self.bounce.return_path)
+            .map_err(ConfigError::Invalid)?;
         self.retry.validate().map_err(ConfigError::Invalid)?;
         let a = &self.auth;
         if !a.jwt_secret.is_empty() && a.jwt_secret.len() < 32 {
@@ -781,6 +795,31 @@ mod tests {
             Settings::load_from(None, env(&[("ADOPT__TRACKING__SECRET", "short")])).unwrap_err();
         assert!(err.to_string().contains("tracking.secret"), "{err}");
         assert!(!err.to_string().contains("short"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_return_path_stops_start_up_naming_the_key() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.bounce.return_path(), None, "no VERP by default");
+        let s = Settings::load_from(
+            None,
+            env(&[(
+                "ADOPT__BOUNCE__RETURN_PATH",
+                "bounces+{email_id}@bounces.example.org",
+            )]),
+        )
+        .unwrap();
+        assert!(s.bounce.return_path().is_some());
+        for bad in [
+            "bounces@bounces.example.org",
+            "b+{email_id}@",
+            "{email_id}{email_id}@x.org",
+        ] {
+            let e = Settings::load_from(None, env(&[("ADOPT__BOUNCE__RETURN_PATH", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("bounce.return_path"), "{bad}: {e}");
+        }
     }
 
     #[test]

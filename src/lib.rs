@@ -3,6 +3,7 @@
 //! services that queue email.
 
 pub mod api;
+pub mod bounces;
 pub mod cli;
 pub mod config;
 pub mod db;

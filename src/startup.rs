@@ -80,6 +80,7 @@ impl App {
                 lease: settings.worker.lease(),
                 log_recipient_addresses: settings.log.recipient_addresses,
                 from_name: settings.app.from_name.clone(),
+                return_path: settings.bounce.return_path(),
             },
             templates.clone(),
         );

@@ -48,7 +48,7 @@ use error::ApiError;
 
 /// Largest request body, except the batch enqueue.
 pub const BODY_LIMIT: usize = 1024 * 1024;
-/// Largest batch enqueue body.
+/// Largest batch enqueue body, and largest message posted to `/v1/webhooks/dsn`.
 pub const BATCH_BODY_LIMIT: usize = 5 * 1024 * 1024;
 /// A request still running after this is abandoned with 503 `timeout`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -194,6 +194,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(tracking::click))
         .routes(routes!(unsubscribe::page, unsubscribe::unsubscribe))
         .routes(routes!(webhooks::events))
+        .routes(routes!(webhooks::dsn).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)))
 }
 
 /// The OpenAPI document, generated from [`routes`].

@@ -1,6 +1,6 @@
 //! `POST /v1/webhooks/events`: delivery, bounce, complaint and open events from the mail
-//! relay. Signed: `X-Adopt-Signature: sha256=<hex HMAC-SHA256(secret, "{ts}.{raw body}")>`
-//! with `X-Adopt-Timestamp: <unix seconds>`; a timestamp more than
+//! relay; `POST /v1/webhooks/dsn`: a bounce message itself (see [`crate::bounces`]).
+//! Signed: `X-Adopt-Signature: sha256=<hex HMAC-SHA256(secret, "{ts}.{raw body}")>` with `X-Adopt-Timestamp: <unix seconds>`; a timestamp more than
 //! `auth.webhook_tolerance_secs` from now is refused, and so is a signature already seen
 //! (remembered in `api_webhook_signatures`, in the same transaction as the events' effects,
 //! so it holds across processes and a request that failed can be sent again).
@@ -173,36 +173,11 @@ pub async fn events(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<EventsResponse>, ApiError> {
-    let auth = &state.settings().auth;
-    if auth.webhook_secret.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "webhook_disabled",
-            "no webhook secret is configured (auth.webhook_secret)",
-        ));
-    }
-    let signature = verify(
-        &headers,
-        &body,
-        auth.webhook_secret.as_bytes(),
-        auth.webhook_tolerance_secs,
-    )?;
+    let signature = verified(&state, &headers, &body)?;
     require_json(&headers)?;
     let events = parse_events(&body)?;
 
-    let mut tx = state.pool().begin().await?;
-    let fresh = sqlx::query(
-        "INSERT INTO api_webhook_signatures (signature) VALUES ($1) ON CONFLICT DO NOTHING",
-    )
-    .bind(signature.as_slice())
-    .execute(&mut *tx)
-    .await?;
-    if fresh.rows_affected() == 0 {
-        return Err(ApiError::conflict(
-            "replayed_request",
-            "this webhook request was already received",
-        ));
-    }
+    let mut tx = begin_once(&state, &signature).await?;
     let threshold = state.settings().bounce.soft_bounce_threshold;
     let mut results = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
@@ -216,6 +191,145 @@ pub async fn events(
     tx.commit().await?;
     super::idempotency::sweep_expired(&state);
     Ok(Json(EventsResponse { results }))
+}
+
+/// The webhook is configured and the request is signed within the window; returns the
+/// signature.
+fn verified(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let auth = &state.settings().auth;
+    if auth.webhook_secret.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "webhook_disabled",
+            "no webhook secret is configured (auth.webhook_secret)",
+        ));
+    }
+    verify(
+        headers,
+        body,
+        auth.webhook_secret.as_bytes(),
+        auth.webhook_tolerance_secs,
+    )
+}
+
+/// A transaction that has remembered `signature`, or 409 when it was already received: the
+/// request's effects commit together with it.
+async fn begin_once(
+    state: &ApiState,
+    signature: &[u8],
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ApiError> {
+    let mut tx = state.pool().begin().await?;
+    let fresh = sqlx::query(
+        "INSERT INTO api_webhook_signatures (signature) VALUES ($1) ON CONFLICT DO NOTHING",
+    )
+    .bind(signature)
+    .execute(&mut *tx)
+    .await?;
+    if fresh.rows_affected() == 0 {
+        return Err(ApiError::conflict(
+            "replayed_request",
+            "this webhook request was already received",
+        ));
+    }
+    Ok(tx)
+}
+
+/// What one message sent to `POST /v1/webhooks/dsn` came to.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DsnResponse {
+    /// `hard_bounce`, `soft_bounce`, `failed` (refused for a reason that is not the
+    /// recipient's), `delivered`, `delayed`, `complaint`, `duplicate` (already applied:
+    /// nothing changed), `ignored` (not a report: an auto-reply, spam ...), `unmatched`
+    /// (names no email of ours).
+    pub result: String,
+    /// The email the message is about, when found.
+    pub email_id: Option<Uuid>,
+    /// How it was found: `return_path` (VERP), `message_id`, `queue_id`.
+    pub matched_by: Option<String>,
+    /// One line saying what was found and done.
+    pub detail: String,
+}
+
+/// The raw message, as `message/rfc822` (or `text/plain`).
+pub struct RawMessage;
+
+impl PartialSchema for RawMessage {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "One whole message (headers and body) as it arrived at the bounce address: a \
+                 DSN, an ARF abuse report, or anything else (ignored). Add a Delivered-To header \
+                 with the address it was sent to when the message lacks it.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for RawMessage {}
+
+/// A bounce, complaint or other message that came back to the bounce address, posted
+/// whole by the relay and signed like `/v1/webhooks/events`. Applied exactly as
+/// `adopt-worker bounces ingest` applies it (README "Bounces and complaints").
+#[utoipa::path(post, path = "/v1/webhooks/dsn", tag = "webhooks",
+    security(("webhook_signature" = [])),
+    params(
+        ("X-Adopt-Timestamp" = i64, Header, description = "Unix seconds; within 5 minutes of now"),
+        ("X-Adopt-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256 of \"{timestamp}.{raw body}\">")),
+    request_body(content = RawMessage, content_type = "message/rfc822",
+        description = "The raw message (Content-Type message/rfc822 or text/plain), at most 5 MiB"),
+    responses(
+        (status = 200, description = "Read and applied, ignored or unmatched (one transaction)", body = DsnResponse),
+        (status = 401, description = "Missing or wrong signature, or timestamp out of range", body = ErrorBody),
+        (status = 409, description = "This exact request was already received", body = ErrorBody),
+        (status = 413, description = "Body over 5 MiB", body = ErrorBody),
+        (status = 415, description = "Not message/rfc822 or text/plain", body = ErrorBody),
+        (status = 503, description = "No webhook secret is configured", body = ErrorBody)))]
+pub async fn dsn(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<DsnResponse>, ApiError> {
+    let signature = verified(&state, &headers, &body)?;
+    require_message(&headers)?;
+    let report = crate::bounces::dsn::parse(&body);
+    let settings = crate::bounces::IngestSettings::from_settings(state.settings());
+    let mut tx = begin_once(&state, &signature).await?;
+    let done = crate::bounces::ingest::apply(&mut tx, &settings, &report, None)
+        .await
+        .map_err(|crate::bounces::IngestError::Database(e)| ApiError::from(e))?;
+    tx.commit().await?;
+    super::idempotency::sweep_expired(&state);
+    Ok(Json(DsnResponse {
+        result: done.result.as_str().to_string(),
+        email_id: done.email_id,
+        matched_by: done.matched_by.map(|m| m.as_str().to_string()),
+        detail: done.detail,
+    }))
+}
+
+fn require_message(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if matches!(mime.as_str(), "message/rfc822" | "text/plain") {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "expected Content-Type: message/rfc822 or text/plain, got {:?}",
+            if ct.is_empty() { "nothing" } else { ct }
+        ),
+    ))
 }
 
 fn unauthorized(code: &'static str, message: &str) -> ApiError {
@@ -372,11 +486,12 @@ async fn apply(
                 reason,
                 event.code.as_deref(),
                 &at,
+                "the relay",
             )
             .await?;
             match row {
                 Some(row) => {
-                    let user = recipient(tx, row.user_id, &row.to_email).await?;
+                    let user = preferences::recipient_user(tx, row.user_id, &row.to_email).await?;
                     preferences::record_bounce(
                         &mut *tx,
                         user,
@@ -394,7 +509,7 @@ async fn apply(
         }
         EventKind::Complained => match tracking::mark_complained(&mut *tx, id, &at).await? {
             Some(row) => {
-                let user = recipient(tx, row.user_id, &row.to_email).await?;
+                let user = preferences::recipient_user(tx, row.user_id, &row.to_email).await?;
                 preferences::record_complaint(&mut *tx, user, &row.to_email, when.naive_utc())
                     .await?;
                 true
@@ -415,18 +530,6 @@ async fn apply(
     } else {
         (None, EventOutcome::NotFound)
     })
-}
-
-/// The row's user, or the user with its address (as the delivery gate resolves it).
-async fn recipient(
-    tx: &mut PgConnection,
-    user_id: Option<Uuid>,
-    address: &str,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    match user_id {
-        Some(u) => Ok(Some(u)),
-        None => preferences::user_for_address(&mut *tx, address).await,
-    }
 }
 
 /// Forgets signatures too old to match a request inside the window (twice the largest

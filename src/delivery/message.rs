@@ -4,9 +4,10 @@
 mod headers;
 mod qp;
 
-use lettre::Message;
+use lettre::address::Envelope;
 use lettre::message::header::{ContentTransferEncoding, Header, HeaderName, HeaderValue};
 use lettre::message::{Body, Mailbox, Mailboxes, MultiPart, SinglePart};
+use lettre::{Address, Message};
 
 use crate::queue::ClaimedEmail;
 
@@ -79,12 +80,15 @@ pub fn message_id(email: &ClaimedEmail) -> String {
 
 /// `eight_bit`: the message will go to a relay that announced 8BITMIME (or to the outbox),
 /// so text with non-ASCII characters can be sent as it is rather than quoted-printable.
+/// `return_path`: the envelope sender (MAIL FROM) when it is not the From address (VERP,
+/// `bounce.return_path`); the headers are the same either way.
 pub fn build(
     email: &ClaimedEmail,
     content: &Content<'_>,
     format: BodyFormat,
     unsubscribe: Option<&ListUnsubscribe>,
     eight_bit: bool,
+    return_path: Option<Address>,
 ) -> Result<Message, InvalidEmail> {
     let subject = single_line("subject", content.subject)?;
     if subject.trim().is_empty() {
@@ -92,6 +96,8 @@ pub fn build(
     }
     let from = mailbox("from", email.from_name.as_deref(), &email.from_email)?;
     let to = mailbox("to", email.to_name.as_deref(), &email.to_email)?;
+    // The envelope's recipients, in the order lettre derives them from To, Cc and Bcc.
+    let mut recipients = vec![to.email.clone()];
 
     let mut builder = Message::builder()
         .from(from)
@@ -106,10 +112,18 @@ pub fn build(
         .map(|cc| mailbox("cc", None, cc))
         .collect::<Result<Mailboxes, _>>()?;
     if cc.iter().next().is_some() {
+        recipients.extend(cc.iter().map(|m| m.email.clone()));
         builder = builder.header(headers::Cc(cc));
     }
     for bcc in email.bcc_emails.iter().flatten() {
-        builder = builder.bcc(mailbox("bcc", None, bcc)?);
+        let bcc = mailbox("bcc", None, bcc)?;
+        recipients.push(bcc.email.clone());
+        builder = builder.bcc(bcc);
+    }
+    if let Some(sender) = return_path {
+        let envelope = Envelope::new(Some(sender), recipients)
+            .map_err(|e| InvalidEmail::Build(e.to_string()))?;
+        builder = builder.envelope(envelope);
     }
     if let Some(reply_to) = email
         .reply_to_email

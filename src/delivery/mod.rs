@@ -67,6 +67,8 @@ pub struct DeliveryPolicy {
     /// `app.from_name`: the sender's name for rows without `from_name`, as the API gives
     /// its rows.
     pub from_name: String,
+    /// `bounce.return_path`: the VERP envelope sender; `None`: the From address.
+    pub return_path: Option<crate::bounces::ReturnPath>,
 }
 
 type RateLimiter = governor::DefaultDirectRateLimiter;
@@ -232,7 +234,25 @@ impl Deliverer {
             },
         };
         let eight_bit = self.transport.takes_8bit();
-        let msg = match message::build(email, &content, format, unsubscribe.as_ref(), eight_bit) {
+        let return_path = match &self.policy.return_path {
+            Some(rp) => match rp.address(email.email_id) {
+                Ok(address) => Some(address),
+                Err(e) => {
+                    metrics::send_attempt(SendClass::Invalid, Duration::ZERO);
+                    let reason = format!("bounce.return_path gives no valid address: {e}");
+                    return (Outcome::Failed { reason }, rendered);
+                }
+            },
+            None => None,
+        };
+        let msg = match message::build(
+            email,
+            &content,
+            format,
+            unsubscribe.as_ref(),
+            eight_bit,
+            return_path,
+        ) {
             Ok(m) => m,
             Err(e) => {
                 metrics::send_attempt(SendClass::Invalid, Duration::ZERO);

@@ -128,3 +128,19 @@ label_enum!(
     /// `state` of [`super::QUEUE_DEPTH`].
     QueueState { Due => "due", Scheduled => "scheduled", Sending => "sending" }
 );
+
+label_enum!(
+    /// `result` of [`super::DSN_INGESTED`]: what one message sent to the bounce address came
+    /// to (README "Bounces and complaints").
+    DsnResult {
+        HardBounce => "hard_bounce",
+        SoftBounce => "soft_bounce",
+        Failed => "failed",
+        Delivered => "delivered",
+        Delayed => "delayed",
+        Complaint => "complaint",
+        Duplicate => "duplicate",
+        Ignored => "ignored",
+        Unmatched => "unmatched",
+    }
+);

@@ -146,8 +146,36 @@ fn warn_created_ahead(rows: &[PriorityDepth], warning: &mut AheadWarning) {
     );
 }
 
+/// The bounce ingest's totals (`worker_dsn_ingest_counts`), exported as
+/// `adopt_worker_dsn_ingested_total`, every result (0 for one never seen). A failure (e.g.
+/// migrations pending) leaves the counter as it was.
+async fn sample_dsn_counts(pool: &PgPool) {
+    let rows: Result<Vec<(String, i64)>, sqlx::Error> =
+        sqlx::query_as("SELECT result, total FROM worker_dsn_ingest_counts")
+            .fetch_all(pool)
+            .await;
+    match rows {
+        Ok(rows) => {
+            let totals: Vec<(super::DsnResult, u64)> = super::DsnResult::ALL
+                .iter()
+                .map(|result| {
+                    let total = rows
+                        .iter()
+                        .find(|(r, _)| r == result.as_str())
+                        .and_then(|(_, n)| u64::try_from(*n).ok())
+                        .unwrap_or(0);
+                    (*result, total)
+                })
+                .collect();
+            super::dsn_ingested_totals(&totals);
+        }
+        Err(e) => debug!(error = %e, "reading the bounce ingest counts failed"),
+    }
+}
+
 /// Samples every `every` until `stop` turns true: exporter upkeep, pool gauges, then the
-/// queue (bounded by `every`, so a slow database cannot pile samples up).
+/// queue (bounded by `every`, so a slow database cannot pile samples up) and the bounce
+/// ingest's totals.
 pub async fn run_sampler(
     pool: PgPool,
     handle: PrometheusHandle,
@@ -166,6 +194,8 @@ pub async fn run_sampler(
         handle.run_upkeep();
         let max = pool.options().get_max_connections();
         super::db_pool(pool.size(), pool.num_idle(), max);
+        // Before the queue, so a scrape that sees this tick's queue sample sees these too.
+        let _ = tokio::time::timeout(every, sample_dsn_counts(&pool)).await;
         let failure = match tokio::time::timeout(every, sample_queue(&pool)).await {
             Ok(Ok(rows)) => {
                 super::queue_sampled(&rows);

@@ -27,6 +27,7 @@ fn render_everything() -> String {
         job_interval(Job::Digest, Duration::from_secs(60));
         tracking_event(TrackingEvent::Click);
         unsubscribed(UnsubscribeVia::OneClick);
+        dsn_ingested_totals(&[(DsnResult::Unmatched, 3)]);
         queue_sampled(&[PriorityDepth {
             priority: EmailPriority::Normal,
             due: 3,

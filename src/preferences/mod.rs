@@ -509,6 +509,19 @@ pub async fn ensure_unsubscribe_token(pool: &PgPool, user_id: Uuid) -> Result<St
     Ok(token.unwrap_or_default())
 }
 
+/// Whose bounce or complaint a row's report is: the row's user, or else the user with its
+/// address (the webhook and the bounce ingest both count it there).
+pub async fn recipient_user(
+    conn: &mut sqlx::PgConnection,
+    user_id: Option<Uuid>,
+    address: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    match user_id {
+        Some(u) => Ok(Some(u)),
+        None => user_for_address(&mut *conn, address).await,
+    }
+}
+
 /// Hard (recipient does not exist) or soft (mailbox full) bounce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BounceKind {

@@ -160,7 +160,8 @@ pub async fn mark_delivered<'e>(
 /// An asynchronous bounce (the relay accepted the mail, the recipient's server did not):
 /// sent/delivered/opened/clicked → **bounced** with `bouncedAt`, `bounceType`,
 /// `bounceReason`, `bounceCode` in tracking. None when the row is unknown or not sent-like
-/// (so a repeated report is not counted twice).
+/// (so a repeated report is not counted twice). `reported_by` ends up in `failure_reason`
+/// ("hard bounce reported by the relay: ...").
 pub async fn mark_bounced_async<'e>(
     exec: impl PgExecutor<'e>,
     email_id: Uuid,
@@ -168,6 +169,7 @@ pub async fn mark_bounced_async<'e>(
     reason: &str,
     code: Option<&str>,
     at: &str,
+    reported_by: &str,
 ) -> Result<Option<TrackedRow>, sqlx::Error> {
     let bounce = json!({
         "bouncedAt": at,
@@ -186,9 +188,46 @@ pub async fn mark_bounced_async<'e>(
     ))
     .bind(email_id)
     .bind(bounce)
-    .bind(format!("{kind} bounce reported by the relay: {reason}"))
+    .bind(format!("{kind} bounce reported by {reported_by}: {reason}"))
     .fetch_optional(exec)
     .await
+}
+
+/// A delivery that failed after the relay accepted the mail, for a reason that is not the
+/// recipient's (a DSN with 5.7.x policy, content, size ...): sent-like → **failed**, with
+/// `bouncedAt`, `bounceType: "permanent"`, `bounceReason`, `bounceCode` in tracking, as the
+/// worker ends a row refused that way at send time. No bookkeeping against the recipient.
+/// False when the row is unknown or not sent-like.
+pub async fn mark_failed_async<'e>(
+    exec: impl PgExecutor<'e>,
+    email_id: Uuid,
+    reason: &str,
+    code: Option<&str>,
+    at: &str,
+    reported_by: &str,
+) -> Result<bool, sqlx::Error> {
+    let failure = json!({
+        "bouncedAt": at,
+        "bounceType": "permanent",
+        "bounceReason": reason,
+        "bounceCode": code,
+    });
+    let done = sqlx::query(concat!(
+        "UPDATE email_queue SET status = 'failed', failure_reason = $3,
+         tracking = ",
+        tracking_object!(),
+        " || $2::jsonb,
+         updated_at = now() AT TIME ZONE 'UTC'
+         WHERE email_id = $1 AND status IN ('sent', 'delivered', 'opened', 'clicked')"
+    ))
+    .bind(email_id)
+    .bind(failure)
+    .bind(format!(
+        "delivery failed after the relay accepted it, reported by {reported_by}: {reason}"
+    ))
+    .execute(exec)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// A spam complaint: `complainedAt` in tracking; the status stays.

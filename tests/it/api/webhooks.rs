@@ -269,3 +269,98 @@ async fn invalid_events_apply_nothing() {
     .await;
     assert_eq!(error_code(r, 422).await.0, "validation_failed");
 }
+
+/// `POST /v1/webhooks/dsn`: the raw bounce message, signed like the events; applied as
+/// `adopt-worker bounces ingest` applies it, in one transaction with its replay check.
+#[tokio::test]
+async fn a_signed_dsn_is_applied_once_and_checked_like_the_events() {
+    let api = Api::start_with(&[(
+        "ADOPT__BOUNCE__RETURN_PATH",
+        "bounces+{email_id}@bounces.example.org",
+    )])
+    .await;
+    let user = insert_user(&api.db.pool, "maya.okafor@example.net").await;
+    let id = sent_row(
+        &api,
+        "maya.okafor@example.net",
+        Some(user),
+        "4XyZ1k2Lm3z9sT",
+    )
+    .await;
+    let raw = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/bounces/postfix_hard.eml"),
+    )
+    .unwrap()
+    .replace("0b7f1c2e-4d5a-4f3b-9c8d-1e2f3a4b5c6d", &id.to_string());
+    let post = |body: String, ts: i64, secret: &str, content_type: &str| {
+        let sig = sign(secret, ts, &body);
+        api.http
+            .post(api.url("/v1/webhooks/dsn"))
+            .header("content-type", content_type)
+            .header("x-adopt-timestamp", ts.to_string())
+            .header("x-adopt-signature", sig)
+            .body(body)
+            .send()
+    };
+    let now = chrono::Utc::now().timestamp();
+
+    let r = post(
+        raw.clone(),
+        now,
+        "the-wrong-secret-0123456789",
+        "message/rfc822",
+    )
+    .await
+    .unwrap();
+    assert_eq!(error_code(r, 401).await.0, "invalid_signature");
+    let r = post(raw.clone(), now, WEBHOOK_SECRET, "application/json")
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 415).await.0, "unsupported_media_type");
+    assert_eq!(
+        row(&api.db.pool, id).await.status,
+        "sent",
+        "nothing applied"
+    );
+
+    let r = post(raw.clone(), now, WEBHOOK_SECRET, "message/rfc822")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["result"], "hard_bounce", "{body}");
+    assert_eq!(body["email_id"], id.to_string());
+    assert_eq!(body["matched_by"], "return_path");
+    assert_eq!(row(&api.db.pool, id).await.status, "bounced");
+    assert_eq!(blacklist(&api, user).await.0, Some(true));
+
+    let r = post(raw.clone(), now, WEBHOOK_SECRET, "message/rfc822")
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 409).await.0, "replayed_request");
+    // Sent again as a new request: read, and already applied.
+    let r = post(
+        raw.clone(),
+        now + 1,
+        WEBHOOK_SECRET,
+        "text/plain; charset=utf-8",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["result"], "duplicate", "{body}");
+
+    // Not a report at all: 200, ignored.
+    let r = post(
+        "From: someone@example.com\nSubject: hello\n\nhi".into(),
+        now,
+        WEBHOOK_SECRET,
+        "message/rfc822",
+    )
+    .await
+    .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["result"], "ignored", "{body}");
+}
