@@ -499,7 +499,7 @@ mod tests {
         let err = "digests".parse::<JobName>().unwrap_err().to_string();
         assert_eq!(
             err,
-            "unknown job \"digests\"; valid jobs: digest, expire-applications, expire-moderation, audit-partitions, reclaim"
+            "unknown job \"digests\"; valid jobs: digest, expire-applications, expire-moderation, audit-partitions, reclaim, retention"
         );
     }
 
