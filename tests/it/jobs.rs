@@ -265,7 +265,7 @@ async fn jobs_run_names_the_valid_jobs_and_rejects_a_bad_now() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         err.trim(),
-        "adopt-worker: unknown job \"digests\"; valid jobs: digest, expire-applications, expire-moderation, audit-partitions, reclaim"
+        "adopt-worker: unknown job \"digests\"; valid jobs: digest, expire-applications, expire-moderation, audit-partitions, reclaim, retention"
     );
     let out = bin()
         .args(["jobs", "run", "digest", "--now", "tomorrow"])
