@@ -2,6 +2,8 @@
 //! platform. See README.md for the tour; DESIGN.md is the behaviour contract.
 
 pub mod api;
+#[doc(hidden)]
+pub mod bench_fixture;
 pub mod cli;
 pub mod config;
 pub mod db;

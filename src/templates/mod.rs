@@ -40,6 +40,8 @@ pub use admin::{TemplateSummary, count_test_send, list_templates, type_and_examp
 pub use check::{CheckReport, SampleApp, example_data};
 pub use files::Problem;
 pub use lookup::{Candidate, Mode, Step, normalize_locale};
+#[doc(hidden)]
+pub use render::inline_css;
 pub use render::{EMBEDDED_LAYOUT, Parts};
 pub use store::{SYSTEM_USER_EMAIL, SYSTEM_USER_ID};
 pub use sync::{Force, SyncEntry, SyncOutcome, SyncReport};
@@ -604,6 +606,75 @@ impl RenderJob {
             parts.html = t.inject(*email_id, &parts.html, unsubscribe);
         }
         Ok(parts)
+    }
+}
+
+/// Template sources compiled with the embedded layout and rendered without a database, as a
+/// send renders them (CSS inlined, text part made when there is no `body.txt`): for
+/// `examples/render_bench.rs` and other measurements.
+#[doc(hidden)]
+pub struct Standalone(render::Compiled);
+
+#[doc(hidden)]
+impl Standalone {
+    /// `variables`: the `[[variables]]` declarations as JSON.
+    pub fn new(
+        subject: &str,
+        html: &str,
+        text: Option<&str>,
+        variables: Value,
+    ) -> Result<Standalone, String> {
+        let variables = serde_json::from_value(variables).map_err(|e| e.to_string())?;
+        let src = render::Sources {
+            subject,
+            html,
+            text,
+        };
+        render::Compiled::new(src, EMBEDDED_LAYOUT, variables)
+            .map(Standalone)
+            .map_err(|issues| {
+                issues
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+    }
+
+    fn common<'a>(recipient_email: &'a str, unsubscribe_url: &'a str) -> render::Common<'a> {
+        render::Common {
+            app_name: "Adopt Don't Shop",
+            app_base_url: "https://adoptdontshop.com",
+            app_support_email: "support@adoptdontshop.com",
+            recipient_email,
+            recipient_name: None,
+            unsubscribe_url,
+            year: 2026,
+        }
+    }
+
+    pub fn render(
+        &self,
+        data: &Map<String, Value>,
+        recipient_email: &str,
+        unsubscribe_url: &str,
+    ) -> Result<Parts, String> {
+        let common = Self::common(recipient_email, unsubscribe_url);
+        self.0.render(data, &common).map_err(|e| e.to_string())
+    }
+
+    /// The HTML as Tera makes it, before CSS inlining.
+    pub fn tera_html(
+        &self,
+        data: &Map<String, Value>,
+        recipient_email: &str,
+        unsubscribe_url: &str,
+    ) -> Result<String, String> {
+        let ctx = render::context(data, &Self::common(recipient_email, unsubscribe_url));
+        self.0
+            .tera
+            .render(files::HTML, &ctx)
+            .map_err(|e| e.to_string())
     }
 }
 
