@@ -12,6 +12,9 @@ mod admin;
 mod cache;
 mod check;
 pub mod files;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod golden;
 mod lookup;
 mod preinline;
 #[cfg(test)]
