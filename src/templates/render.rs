@@ -106,6 +106,10 @@ pub struct Compiled {
     /// Whether [`PREINLINED`] holds the HTML with its CSS already inlined (see
     /// `preinline`), checked against per-email inlining on the examples.
     preinlined: bool,
+    /// Per-email inlining's results by document, the recipient's values masked (see
+    /// [`Masked`]): HTML passed through the data (`{{ body | safe }}`) is usually the same
+    /// for every recipient of a campaign.
+    css_cache: CssCache,
     /// Sources by file name, to quote expressions in errors.
     sources: Vec<(&'static str, String)>,
     pub variables: Vec<VariableDecl>,
@@ -146,6 +150,7 @@ impl Compiled {
             tera,
             has_text: text.is_some(),
             preinlined: false,
+            css_cache: CssCache::default(),
             sources,
             variables,
         };
@@ -221,7 +226,10 @@ impl Compiled {
                 Ok(html) => html,
                 Err(_) => inline_css(&render(files::HTML)?).map_err(RenderProblem::Css)?,
             },
-            false => inline_css(&render(files::HTML)?).map_err(RenderProblem::Css)?,
+            false => match self.inline_cached(data, common)? {
+                Some(html) => html,
+                None => inline_css(&render(files::HTML)?).map_err(RenderProblem::Css)?,
+            },
         };
         // Whatever the data held, no `javascript:`/`data:` link reaches a reader (nor the
         // text part made from this HTML).
@@ -241,6 +249,178 @@ impl Compiled {
             html,
             text,
         })
+    }
+}
+
+impl Compiled {
+    /// The CSS-inlined HTML from the cache of per-email inlining, when the document is the
+    /// same as an earlier one but for the recipient's values (or is new and can be cached):
+    /// `None` means inline this email's HTML on its own.
+    fn inline_cached(
+        &self,
+        data: &Map<String, Value>,
+        common: &Common<'_>,
+    ) -> Result<Option<String>, RenderProblem> {
+        let Some(masked) = Masked::new(common) else {
+            return Ok(None);
+        };
+        let Ok(masked_html) = self.tera.render(files::HTML, &context(data, &masked.common())) else {
+            return Ok(None);
+        };
+        let inlined = self.css_cache.inlined(&masked_html, &masked.mark)?;
+        Ok(inlined.map(|doc| masked.substitute(&doc)))
+    }
+}
+
+/// The recipient's values in a render (`recipient.email`, `recipient.name`,
+/// `unsubscribe_url`) replaced by marks of private-use characters with a per-process random
+/// part, so that the HTML of a campaign's emails is one document whatever the recipient, and
+/// is inlined once. Only values that inlining leaves as they are, in text and in attribute
+/// values alike, are masked (none of `& < > "`, CR, NUL, U+00A0, which the parser or the
+/// serialiser would change); an empty value stays empty, so `{% if unsubscribe_url %}` takes
+/// the same branch. After inlining, each mark is replaced by its value.
+struct Masked<'a> {
+    original: Common<'a>,
+    /// The marks' common prefix.
+    mark: String,
+    email: String,
+    name: String,
+    unsubscribe: String,
+}
+
+/// Starts every mark: a private-use character that no value may hold.
+const MARK: char = '\u{E010}';
+const MARK_END: char = '\u{E011}';
+
+fn mark_prefix() -> &'static str {
+    static PREFIX: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{MARK}{:016x}", rand::random::<u64>()));
+    &PREFIX
+}
+
+fn inert(value: &str) -> bool {
+    !value.contains(['&', '<', '>', '"', '\r', '\0', '\u{A0}', MARK, MARK_END])
+}
+
+impl<'a> Masked<'a> {
+    fn new(c: &Common<'a>) -> Option<Masked<'a>> {
+        let name = c.recipient_name.unwrap_or("");
+        if ![c.recipient_email, name, c.unsubscribe_url]
+            .iter()
+            .all(|v| inert(v))
+        {
+            return None;
+        }
+        let mark = mark_prefix().to_string();
+        let masked = |v: &str, k: char| {
+            if v.is_empty() {
+                String::new()
+            } else {
+                format!("{mark}{k}{MARK_END}")
+            }
+        };
+        Some(Masked {
+            original: c.clone(),
+            email: masked(c.recipient_email, 'e'),
+            name: masked(name, 'n'),
+            unsubscribe: masked(c.unsubscribe_url, 'u'),
+            mark,
+        })
+    }
+
+    fn common(&self) -> Common<'_> {
+        Common {
+            recipient_email: &self.email,
+            recipient_name: self.original.recipient_name.map(|_| self.name.as_str()),
+            unsubscribe_url: &self.unsubscribe,
+            ..self.original.clone()
+        }
+    }
+
+    /// The inlined document with each mark replaced by its value.
+    fn substitute(&self, doc: &str) -> String {
+        let mut out = String::with_capacity(doc.len() + 256);
+        let mut rest = doc;
+        while let Some(at) = rest.find(self.mark.as_str()) {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + self.mark.len()..];
+            let mut kinds = after.chars();
+            let value = match (kinds.next(), kinds.next()) {
+                (Some('e'), Some(MARK_END)) => self.original.recipient_email,
+                (Some('n'), Some(MARK_END)) => self.original.recipient_name.unwrap_or(""),
+                (Some('u'), Some(MARK_END)) => self.original.unsubscribe_url,
+                // Not a mark of ours (cannot happen: the cache checked every mark survived).
+                _ => {
+                    out.push_str(&self.mark);
+                    rest = after;
+                    continue;
+                }
+            };
+            out.push_str(value);
+            rest = &after[1 + MARK_END.len_utf8()..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// How many documents each template version keeps (a campaign or two at a time).
+const CSS_CACHE_ENTRIES: usize = 4;
+
+/// Inlined documents by their masked HTML; see [`Masked`].
+#[derive(Default)]
+struct CssCache {
+    entries: std::sync::Mutex<Vec<CacheEntry>>,
+}
+
+struct CacheEntry {
+    hash: u64,
+    masked_html: String,
+    /// `None`: a mark is where its value could change the result (see
+    /// `preinline::masks_are_inert`), so each email is inlined on its own.
+    inlined: Option<std::sync::Arc<str>>,
+}
+
+impl CssCache {
+    fn inlined(
+        &self,
+        masked_html: &str,
+        mark: &str,
+    ) -> Result<Option<std::sync::Arc<str>>, RenderProblem> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        masked_html.hash(&mut hasher);
+        let hash = hasher.finish();
+        {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = entries
+                .iter()
+                .position(|e| e.hash == hash && e.masked_html == masked_html)
+            {
+                let entry = entries.remove(i);
+                let inlined = entry.inlined.clone();
+                entries.push(entry);
+                return Ok(inlined);
+            }
+        }
+        let inlined = if preinline::masks_are_inert(masked_html, mark) {
+            let doc = inline_css(masked_html).map_err(RenderProblem::Css)?;
+            // Every mark came through the parser and serialiser whole.
+            (doc.matches(mark).count() == masked_html.matches(mark).count())
+                .then(|| std::sync::Arc::from(doc))
+        } else {
+            None
+        };
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CSS_CACHE_ENTRIES {
+            entries.remove(0);
+        }
+        entries.push(CacheEntry {
+            hash,
+            masked_html: masked_html.to_string(),
+            inlined: inlined.clone(),
+        });
+        Ok(inlined)
     }
 }
 
@@ -647,6 +827,113 @@ mod tests {
                 "{tag}: {out}"
             );
         }
+    }
+
+    fn compile_body(html: &str) -> Compiled {
+        let decls = serde_json::from_value(json!([{"name": "body", "type": "string", "required": true}]))
+            .unwrap();
+        Compiled::new(
+            Sources {
+                subject: "s",
+                html,
+                text: None,
+            },
+            EMBEDDED_LAYOUT,
+            decls,
+        )
+        .unwrap()
+    }
+
+    /// What per-email inlining makes of this email, for comparison with the cache.
+    fn inlined_alone(c: &Compiled, data: &Map<String, Value>, common: &Common<'_>) -> String {
+        let html = c.tera.render(files::HTML, &context(data, common)).unwrap();
+        inline_css(&html).unwrap()
+    }
+
+    fn cached_entries(c: &Compiled) -> Vec<bool> {
+        c.css_cache
+            .entries
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.inlined.is_some())
+            .collect()
+    }
+
+    const BYO: &str = "{% extends \"layout.html\" %}{% block content %}{{ body | safe }}{% endblock content %}";
+
+    #[test]
+    fn html_from_the_data_is_inlined_once_per_document_and_is_what_inlining_each_email_gives() {
+        let c = compile_body(BYO);
+        assert!(!c.css_preinlined());
+        let body = crate::bench_fixture::byo_newsletter_html();
+        let d = data(json!({ "body": body }));
+        let recipients = [
+            ("maya@example.com", Some("Maya"), "https://api.example/u/t1"),
+            ("o'brien+news@example.org", None, ""),
+            ("søren@exämple.dk", Some("Søren Ødegård"), "https://api.example/u/t2?x=y"),
+            ("a@b.example", Some(""), "https://api.example/u/t3"),
+        ];
+        for (email, name, unsubscribe) in recipients {
+            let common = Common {
+                recipient_email: email,
+                recipient_name: name,
+                unsubscribe_url: unsubscribe,
+                ..common()
+            };
+            let p = c.render(&d, &common).unwrap();
+            assert_eq!(p.html, inlined_alone(&c, &d, &common), "{email}");
+            assert!(p.html.contains(email));
+        }
+        // One document with an unsubscribe link, one without.
+        assert_eq!(cached_entries(&c), [true, true]);
+        // Values the parser or serialiser would change are never substituted.
+        let odd = Common {
+            recipient_email: "tom&jerry@example.com",
+            recipient_name: Some("Tom \"TJ\" <Jerry>"),
+            ..common()
+        };
+        let p = c.render(&d, &odd).unwrap();
+        assert_eq!(p.html, inlined_alone(&c, &d, &odd));
+        assert_eq!(cached_entries(&c).len(), 2);
+    }
+
+    #[test]
+    fn a_value_that_could_change_which_rules_apply_is_never_cached() {
+        let c = compile_body(BYO);
+        for body in [
+            // The value in a class, then a rule that matches on an attribute.
+            "<style>.x { color: red }</style><p class=\"{{ recipient.email }}\">x</p>",
+            "<style>a[href*=\"unsubscribe\"] { color: red }</style><p>x</p>",
+        ] {
+            // `{{ }}` in the data is not Tera: put the mark where the layout would.
+            let body = body.replace("{{ recipient.email }}", "maya@example.com");
+            let d = data(json!({ "body": body }));
+            let p = c.render(&d, &common()).unwrap();
+            assert_eq!(p.html, inlined_alone(&c, &d, &common()));
+        }
+        let templated = compile_body(
+            "{% extends \"layout.html\" %}{% block content %}<style>.maya { color: red }</style><p class=\"{{ recipient.name | lower }}\">{{ body }}</p>{% endblock content %}",
+        );
+        let d = data(json!({ "body": "hi" }));
+        let p = templated.render(&d, &common()).unwrap();
+        assert_eq!(p.html, inlined_alone(&templated, &d, &common()));
+        assert!(
+            p.html.contains(r#"<p class="maya" style="margin: 0 0 16px 0;color: red;">"#),
+            "{}",
+            p.html
+        );
+        assert_eq!(cached_entries(&templated), [false]);
+        // The attribute selector (the body's) against the layout's unsubscribe link.
+        let c = compile_body(BYO);
+        let d = data(json!({ "body": "<style>a[href*=\"/u/\"] { color: red }</style>" }));
+        let with_link = Common {
+            unsubscribe_url: "https://api.example/u/t",
+            ..common()
+        };
+        let p = c.render(&d, &with_link).unwrap();
+        assert_eq!(p.html, inlined_alone(&c, &d, &with_link));
+        assert_eq!(cached_entries(&c), [false]);
     }
 
     #[test]
