@@ -22,7 +22,7 @@ use crate::config::TrackingSettings;
 use crate::queue::EmailType;
 
 pub use links::{
-    RedirectHosts, decode_attr, is_safe_href, neutralize_unsafe_hrefs, rewrite_links,
+    RedirectHosts, decode_attr, is_safe_href, neutralize_unsafe_hrefs, raw_hrefs, rewrite_links,
     tracked_target, valid_host_entry,
 };
 

@@ -3,7 +3,7 @@
 
 mod headers;
 mod qp;
-mod text;
+pub mod text;
 
 pub use text::{WIDTH as TEXT_WIDTH, html_to_text, html_to_words};
 

@@ -220,6 +220,8 @@ impl Compiled {
         if n > files::MAX_SUBJECT_CHARS {
             return Err(RenderProblem::SubjectTooLong(n));
         }
+        let mut cached = None;
+        let mut neutralized = false;
         let html = match self.preinlined {
             // An error is reported from the original sources, whose lines the author knows.
             true => match self.tera.render(PREINLINED, &ctx) {
@@ -227,20 +229,37 @@ impl Compiled {
                 Err(_) => inline_css(&render(files::HTML)?).map_err(RenderProblem::Css)?,
             },
             false => match self.inline_cached(data, common)? {
-                Some(html) => html,
+                Some((entry, masked)) => {
+                    let html = match entry.neutralized_for(&masked) {
+                        Some(doc) => {
+                            neutralized = true;
+                            masked.substitute(doc)
+                        }
+                        None => masked.substitute(entry.doc()),
+                    };
+                    cached = Some((entry, masked));
+                    html
+                }
                 None => inline_css(&render(files::HTML)?).map_err(RenderProblem::Css)?,
             },
         };
         // Whatever the data held, no `javascript:`/`data:` link reaches a reader (nor the
         // text part made from this HTML).
-        let html = match crate::tracking::neutralize_unsafe_hrefs(&html) {
-            std::borrow::Cow::Borrowed(_) => html,
-            std::borrow::Cow::Owned(safe) => safe,
+        let html = match neutralized {
+            true => html,
+            false => match crate::tracking::neutralize_unsafe_hrefs(&html) {
+                std::borrow::Cow::Borrowed(_) => html,
+                std::borrow::Cow::Owned(safe) => safe,
+            },
         };
         let text = if self.has_text {
             render(files::TEXT)?.trim().to_string()
         } else {
-            crate::delivery::message::html_to_text(&html)
+            // From the cached document's text, laid out with this recipient's values (what
+            // this email's HTML gives, line for line), else from this email's HTML.
+            cached
+                .and_then(|(entry, masked)| entry.text().lay_out(&|s| masked.substitute(s)))
+                .unwrap_or_else(|| crate::delivery::message::html_to_text(&html))
                 .trim()
                 .to_string()
         };
@@ -256,19 +275,22 @@ impl Compiled {
     /// The CSS-inlined HTML from the cache of per-email inlining, when the document is the
     /// same as an earlier one but for the recipient's values (or is new and can be cached):
     /// `None` means inline this email's HTML on its own.
-    fn inline_cached(
+    fn inline_cached<'a>(
         &self,
         data: &Map<String, Value>,
-        common: &Common<'_>,
-    ) -> Result<Option<String>, RenderProblem> {
+        common: &Common<'a>,
+    ) -> Result<Option<(std::sync::Arc<CacheEntry>, Masked<'a>)>, RenderProblem> {
         let Some(masked) = Masked::new(common) else {
             return Ok(None);
         };
-        let Ok(masked_html) = self.tera.render(files::HTML, &context(data, &masked.common())) else {
+        let Ok(masked_html) = self
+            .tera
+            .render(files::HTML, &context(data, &masked.common()))
+        else {
             return Ok(None);
         };
-        let inlined = self.css_cache.inlined(&masked_html, &masked.mark)?;
-        Ok(inlined.map(|doc| masked.substitute(&doc)))
+        let entry = self.css_cache.inlined(&masked_html, &masked.mark)?;
+        Ok(entry.map(|e| (e, masked)))
     }
 }
 
@@ -288,18 +310,26 @@ struct Masked<'a> {
     unsubscribe: String,
 }
 
-/// Starts every mark: a private-use character that no value may hold.
-const MARK: char = '\u{E010}';
+/// Starts every mark: a private-use character that no value may hold (the text part knows
+/// a block holding it depends on a recipient's value).
+const MARK: char = crate::delivery::message::text::MASK;
 const MARK_END: char = '\u{E011}';
 
 fn mark_prefix() -> &'static str {
     static PREFIX: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| format!("{MARK}{:016x}", rand::random::<u64>()));
+        std::sync::LazyLock::new(|| format!("{MARK}{}", crate::delivery::message::text::nonce()));
     &PREFIX
 }
 
 fn inert(value: &str) -> bool {
     !value.contains(['&', '<', '>', '"', '\r', '\0', '\u{A0}', MARK, MARK_END])
+        // The text part collapses whitespace and drops zero-width characters: a value it
+        // would change is not masked either.
+        && !value.contains(['\t', '\n', '\x0c', '\u{200B}', '\u{200C}', '\u{200D}'])
+        && !value.contains(['\u{2060}', '\u{FEFF}', '\u{034F}', '\u{00AD}'])
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
+        && !value.contains("  ")
 }
 
 impl<'a> Masked<'a> {
@@ -370,7 +400,7 @@ const CSS_CACHE_ENTRIES: usize = 4;
 /// Inlined documents by their masked HTML; see [`Masked`].
 #[derive(Default)]
 struct CssCache {
-    entries: std::sync::Mutex<Vec<CacheEntry>>,
+    entries: std::sync::Mutex<Vec<std::sync::Arc<CacheEntry>>>,
 }
 
 struct CacheEntry {
@@ -378,15 +408,77 @@ struct CacheEntry {
     masked_html: String,
     /// `None`: a mark is where its value could change the result (see
     /// `preinline::masks_are_inert`), so each email is inlined on its own.
-    inlined: Option<std::sync::Arc<str>>,
+    inlined: Option<String>,
+    /// `inlined` with its unsafe links neutralised, when no link holding a mark was unsafe
+    /// with the marks in place; the raw values of the links holding a mark, to check with
+    /// each recipient's values.
+    neutralized: Option<String>,
+    mark_hrefs: Vec<String>,
+    /// The text part of the inlined document (unsafe links neutralised), before wrapping:
+    /// made once, when the first email of the document needs it.
+    text: std::sync::OnceLock<crate::delivery::message::text::TextDoc>,
+}
+
+impl CacheEntry {
+    fn doc(&self) -> &str {
+        self.inlined.as_deref().unwrap_or_default()
+    }
+
+    fn text(&self) -> &crate::delivery::message::text::TextDoc {
+        self.text.get_or_init(|| match &self.neutralized {
+            Some(doc) => crate::delivery::message::text::html_to_text_doc(doc),
+            None => {
+                let doc = crate::tracking::neutralize_unsafe_hrefs(self.doc());
+                crate::delivery::message::text::html_to_text_doc(&doc)
+            }
+        })
+    }
+
+    /// The neutralised document, when this recipient's values leave every link holding a mark
+    /// safe: then it is, values put in, what neutralising this email's HTML gives.
+    fn neutralized_for(&self, masked: &Masked<'_>) -> Option<&str> {
+        let doc = self.neutralized.as_deref()?;
+        self.mark_hrefs
+            .iter()
+            .all(|raw| {
+                let real = masked.substitute(raw);
+                crate::tracking::is_safe_href(&crate::tracking::decode_attr(&real))
+            })
+            .then_some(doc)
+    }
+
+    fn new(hash: u64, masked_html: &str, inlined: Option<String>, mark: &str) -> CacheEntry {
+        let mut mark_hrefs = Vec::new();
+        let mut neutralized = None;
+        if let Some(doc) = &inlined {
+            let hrefs = crate::tracking::raw_hrefs(doc);
+            let marked: Vec<&str> = hrefs.into_iter().filter(|h| h.contains(mark)).collect();
+            let safe_masked = marked
+                .iter()
+                .all(|raw| crate::tracking::is_safe_href(&crate::tracking::decode_attr(raw)));
+            if safe_masked {
+                neutralized = Some(crate::tracking::neutralize_unsafe_hrefs(doc).into_owned());
+                mark_hrefs = marked.into_iter().map(str::to_string).collect();
+            }
+        }
+        CacheEntry {
+            hash,
+            masked_html: masked_html.to_string(),
+            inlined,
+            neutralized,
+            mark_hrefs,
+            text: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 impl CssCache {
+    /// The entry for this document, inlined now if new; `None` when it cannot be shared.
     fn inlined(
         &self,
         masked_html: &str,
         mark: &str,
-    ) -> Result<Option<std::sync::Arc<str>>, RenderProblem> {
+    ) -> Result<Option<std::sync::Arc<CacheEntry>>, RenderProblem> {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         masked_html.hash(&mut hasher);
@@ -398,16 +490,14 @@ impl CssCache {
                 .position(|e| e.hash == hash && e.masked_html == masked_html)
             {
                 let entry = entries.remove(i);
-                let inlined = entry.inlined.clone();
-                entries.push(entry);
-                return Ok(inlined);
+                entries.push(entry.clone());
+                return Ok(entry.inlined.is_some().then_some(entry));
             }
         }
         let inlined = if preinline::masks_are_inert(masked_html, mark) {
             let doc = inline_css(masked_html).map_err(RenderProblem::Css)?;
             // Every mark came through the parser and serialiser whole.
-            (doc.matches(mark).count() == masked_html.matches(mark).count())
-                .then(|| std::sync::Arc::from(doc))
+            (doc.matches(mark).count() == masked_html.matches(mark).count()).then_some(doc)
         } else {
             None
         };
@@ -415,12 +505,9 @@ impl CssCache {
         if entries.len() >= CSS_CACHE_ENTRIES {
             entries.remove(0);
         }
-        entries.push(CacheEntry {
-            hash,
-            masked_html: masked_html.to_string(),
-            inlined: inlined.clone(),
-        });
-        Ok(inlined)
+        let entry = std::sync::Arc::new(CacheEntry::new(hash, masked_html, inlined, mark));
+        entries.push(entry.clone());
+        Ok(entry.inlined.is_some().then_some(entry))
     }
 }
 
@@ -830,8 +917,9 @@ mod tests {
     }
 
     fn compile_body(html: &str) -> Compiled {
-        let decls = serde_json::from_value(json!([{"name": "body", "type": "string", "required": true}]))
-            .unwrap();
+        let decls =
+            serde_json::from_value(json!([{"name": "body", "type": "string", "required": true}]))
+                .unwrap();
         Compiled::new(
             Sources {
                 subject: "s",
@@ -850,6 +938,14 @@ mod tests {
         inline_css(&html).unwrap()
     }
 
+    /// The text part made from this email's own HTML.
+    fn text_alone(html: &str) -> String {
+        let html = crate::tracking::neutralize_unsafe_hrefs(html);
+        crate::delivery::message::html_to_text(&html)
+            .trim()
+            .to_string()
+    }
+
     fn cached_entries(c: &Compiled) -> Vec<bool> {
         c.css_cache
             .entries
@@ -860,7 +956,8 @@ mod tests {
             .collect()
     }
 
-    const BYO: &str = "{% extends \"layout.html\" %}{% block content %}{{ body | safe }}{% endblock content %}";
+    const BYO: &str =
+        "{% extends \"layout.html\" %}{% block content %}{{ body | safe }}{% endblock content %}";
 
     #[test]
     fn html_from_the_data_is_inlined_once_per_document_and_is_what_inlining_each_email_gives() {
@@ -871,7 +968,11 @@ mod tests {
         let recipients = [
             ("maya@example.com", Some("Maya"), "https://api.example/u/t1"),
             ("o'brien+news@example.org", None, ""),
-            ("søren@exämple.dk", Some("Søren Ødegård"), "https://api.example/u/t2?x=y"),
+            (
+                "søren@exämple.dk",
+                Some("Søren Ødegård"),
+                "https://api.example/u/t2?x=y",
+            ),
             ("a@b.example", Some(""), "https://api.example/u/t3"),
         ];
         for (email, name, unsubscribe) in recipients {
@@ -883,6 +984,7 @@ mod tests {
             };
             let p = c.render(&d, &common).unwrap();
             assert_eq!(p.html, inlined_alone(&c, &d, &common), "{email}");
+            assert_eq!(p.text, text_alone(&p.html), "{email}");
             assert!(p.html.contains(email));
         }
         // One document with an unsubscribe link, one without.
@@ -895,7 +997,61 @@ mod tests {
         };
         let p = c.render(&d, &odd).unwrap();
         assert_eq!(p.html, inlined_alone(&c, &d, &odd));
+        assert_eq!(p.text, text_alone(&p.html));
         assert_eq!(cached_entries(&c).len(), 2);
+    }
+
+    /// The text part laid out from the shared document with each recipient's values wraps,
+    /// prints and dedups links exactly as the text made from that recipient's HTML.
+    #[test]
+    fn the_text_part_of_a_shared_document_is_each_recipients_own() {
+        let c = compile_body(
+            "{% extends \"layout.html\" %}{% block content %}<style>p { color: #333 }</style>\
+             <p>Dear {{ recipient.name }}, this paragraph is long enough that the name decides where its lines wrap, as it should.</p>\
+             <p>Write to <a href=\"mailto:{{ recipient.email }}\">{{ recipient.email }}</a> or \
+             <a href=\"mailto:{{ recipient.email }}\">to yourself</a>; {{ body | safe }}</p>\
+             <ul><li><a href=\"{{ unsubscribe_url }}\"><img src=\"x.png\" alt=\"{{ recipient.name }}\"></a></li>\
+             <li><a href=\"{{ unsubscribe_url }}\"><img src=\"x.png\"></a> after</li></ul>{% endblock content %}",
+        );
+        let bodies = [
+            "<a href=\"https://adoptdontshop.com/x\">https://adoptdontshop.com/x</a>",
+            // A literal equal to a recipient's value: the decision is that recipient's.
+            "<a href=\"mailto:maya@example.com\">maya@example.com</a> <a href=\"https://api.example/u/t1\">stop</a>",
+        ];
+        let long_name = "Maximiliana Wolfeschlegelsteinhausenbergerdorff-Okafor de la Cruz";
+        let recipients = [
+            ("maya@example.com", Some("Maya"), "https://api.example/u/t1"),
+            (
+                "a-very-long-address.with.many.parts@subdomain.example.org",
+                Some(long_name),
+                "https://api.example/u/t2",
+            ),
+            ("x@y.example", None, ""),
+            (
+                "maya@example.com",
+                Some("javascript:alert(1)"),
+                "javascript:alert(1)",
+            ),
+        ];
+        for body in bodies {
+            let d = data(json!({ "body": body }));
+            for (email, name, unsubscribe) in recipients {
+                let common = Common {
+                    recipient_email: email,
+                    recipient_name: name,
+                    unsubscribe_url: unsubscribe,
+                    ..common()
+                };
+                let p = c.render(&d, &common).unwrap();
+                assert_eq!(
+                    p.html,
+                    crate::tracking::neutralize_unsafe_hrefs(&inlined_alone(&c, &d, &common)),
+                    "{email}"
+                );
+                assert_eq!(p.text, text_alone(&p.html), "{body} / {email}");
+            }
+        }
+        assert!(cached_entries(&c).iter().all(|ok| *ok));
     }
 
     #[test]
@@ -919,7 +1075,8 @@ mod tests {
         let p = templated.render(&d, &common()).unwrap();
         assert_eq!(p.html, inlined_alone(&templated, &d, &common()));
         assert!(
-            p.html.contains(r#"<p class="maya" style="margin: 0 0 16px 0;color: red;">"#),
+            p.html
+                .contains(r#"<p class="maya" style="margin: 0 0 16px 0;color: red;">"#),
             "{}",
             p.html
         );

@@ -5,8 +5,8 @@
 //! single-quoted or unquoted, in any letter case, and decodes character references in the
 //! value before handing over the URL. Everything it does not rewrite is copied byte for byte.
 //!
-//! (A streaming rewriter such as `lol_html` would also do; it would add a second copy of
-//! `cssparser`/`selectors` beside css-inline's, for one attribute.)
+//! (`lol_html`, which makes the text part, could do this too; this scanner copies what it does
+//! not rewrite byte for byte, which tests and the CSS cache rely on.)
 
 use std::borrow::Cow;
 
@@ -22,9 +22,37 @@ fn rewrite_links_with(
     include_notrack: bool,
     mut rewrite: impl FnMut(&str) -> Option<String>,
 ) -> String {
-    let bytes = html.as_bytes();
     let mut out = String::with_capacity(html.len() + html.len() / 8);
     let mut copied = 0;
+    for_each_href(html, include_notrack, |region, value| {
+        let url = decode_attr(value);
+        if let Some(new) = rewrite(url.trim_matches(is_html_space)) {
+            out.push_str(&html[copied..region.0]);
+            out.push('"');
+            out.push_str(&escape_attr(&new));
+            out.push('"');
+            copied = region.1;
+        }
+    });
+    out.push_str(&html[copied..]);
+    out
+}
+
+/// The raw (not decoded) value of every `<a href>`, `data-notrack` ones included.
+pub fn raw_hrefs(html: &str) -> Vec<&str> {
+    let mut values = Vec::new();
+    for_each_href(html, true, |_, value| values.push(value));
+    values
+}
+
+/// Calls `f` with the region to replace (with its quotes) and the raw value of every
+/// `<a href>`, in order.
+fn for_each_href<'a>(
+    html: &'a str,
+    include_notrack: bool,
+    mut f: impl FnMut((usize, usize), &'a str),
+) {
+    let bytes = html.as_bytes();
     let mut i = 0;
     while let Some(off) = html[i..].find('<') {
         let p = i + off;
@@ -41,14 +69,7 @@ fn rewrite_links_with(
                 .then(|| href_to_rewrite(html, &tag, include_notrack))
                 .flatten();
             if let Some((region, value)) = href {
-                let url = decode_attr(value);
-                if let Some(new) = rewrite(url.trim_matches(is_html_space)) {
-                    out.push_str(&html[copied..region.0]);
-                    out.push('"');
-                    out.push_str(&escape_attr(&new));
-                    out.push('"');
-                    copied = region.1;
-                }
+                f(region, value);
             }
             i = tag.end;
             let raw_text = [&b"script"[..], b"style", b"textarea", b"title"]
@@ -64,8 +85,6 @@ fn rewrite_links_with(
             break;
         }
     }
-    out.push_str(&html[copied..]);
-    out
 }
 
 /// Inserts `snippet` just before the last `</body>` (any case), or appends it.

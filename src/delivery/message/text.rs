@@ -31,6 +31,13 @@ pub const WIDTH: usize = 78;
 
 /// The text part for `html`: see the module documentation.
 pub fn html_to_text(html: &str) -> String {
+    html_to_text_doc(html)
+        .lay_out(&|s| s.to_string())
+        .unwrap_or_default()
+}
+
+/// The text part for `html` before line wrapping (see [`TextDoc`]).
+pub fn html_to_text_doc(html: &str) -> TextDoc {
     convert(
         html,
         Options {
@@ -52,6 +59,8 @@ pub fn html_to_words(html: &str) -> String {
             underline: false,
         },
     )
+    .lay_out(&|s| s.to_string())
+    .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +72,7 @@ struct Options {
     underline: bool,
 }
 
-fn convert(html: &str, options: Options) -> String {
+fn convert(html: &str, options: Options) -> TextDoc {
     let state = Rc::new(RefCell::new(State::new(options)));
     if let Err(e) = rewrite(html, &state) {
         // Whatever was read until then is kept; the HTML part is sent as it is anyway.
@@ -509,9 +518,8 @@ impl State {
             Role::Skip => self.skip = self.skip.saturating_sub(1),
             Role::Block(b) => w.block(b),
             Role::Heading(level) => {
-                let width = w.flush();
-                if w.options.underline && level <= 2 && width > 0 {
-                    w.underline(if level == 1 { '=' } else { '-' }, width);
+                if w.flush() && w.options.underline && level <= 2 {
+                    w.underline(if level == 1 { '=' } else { '-' });
                 }
                 w.block(Break::Para);
             }
@@ -555,33 +563,22 @@ impl State {
             return;
         };
         let w = &mut self.w;
-        let captured = w.capture.take().unwrap_or_default();
+        let text = w.capture.take().unwrap_or_default();
         let broken = w.capture_broken;
+        let prev = self.last_url.replace(link.href.clone());
         if !w.options.links {
             return;
         }
-        let url = link.href;
-        if url.is_empty() || url.starts_with('#') || !crate::tracking::is_safe_href(&url) {
-            return;
-        }
-        let mut text = captured;
-        if text.is_empty() && !broken {
-            if let Some(alt) = link.alt {
-                w.text(&alt);
-                text = alt;
-            } else {
-                w.word(&url);
-                self.last_url = Some(url);
-                return;
-            }
-        }
-        if (!broken && same_as_url(&text, &url)) || self.last_url.as_deref() == Some(url.as_str()) {
-            self.last_url = Some(url);
-            return;
-        }
-        let shown = strip_prefix_ignore_case(&url, "mailto:").unwrap_or(&url);
-        w.word(&format!("({shown})"));
-        self.last_url = Some(url);
+        let alone = text.is_empty() && !broken;
+        w.link(Deferred {
+            text,
+            url: link.href,
+            prev,
+            broken,
+            alt: link.alt.filter(|_| alone),
+            alone,
+            lead: " ",
+        });
     }
 
     fn text_chunk(&mut self, chunk: &str, last: bool) {
@@ -610,7 +607,7 @@ impl State {
         }
     }
 
-    fn finish(&mut self) -> String {
+    fn finish(&mut self) -> TextDoc {
         self.pop_to(0);
         self.w.finish()
     }
@@ -645,11 +642,311 @@ enum Break {
     Para,
 }
 
-/// Lays out the text: inline content gathered per block, wrapped when the block ends.
+/// A text part before line wrapping: blocks of words with their prefixes, in order.
+/// [`TextDoc::lay_out`] wraps them. Made from a document whose recipient values are masks
+/// (`templates::render`), it is laid out for each recipient with the values put back first, so
+/// lines wrap exactly as for a text part made from that recipient's HTML.
+#[derive(Debug, Clone)]
+pub struct TextDoc {
+    width: usize,
+    ops: Vec<Op>,
+    /// Links whose output depends on a masked value, decided when laid out.
+    deferred: Vec<Deferred>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A block: the break before it (the larger of those asked for since the last block),
+    /// the prefix of the blank line of a paragraph break before it and of one inside it
+    /// (a quote's `>`), the prefixes of its first and following lines, and its words (`\n`
+    /// for `<br>`).
+    Block {
+        brk: Break,
+        sep_blank: String,
+        blank: String,
+        first: String,
+        rest: String,
+        para: String,
+        pre: bool,
+    },
+    /// Underlines the block before (`h1`, `h2`) with `c`, after `rest`.
+    Underline { c: char, rest: String },
+}
+
+/// A link's output decided when laid out, from its text, URL and the previous link's URL with
+/// the masks replaced by their values.
+#[derive(Debug, Clone)]
+struct Deferred {
+    text: String,
+    url: String,
+    prev: Option<String>,
+    broken: bool,
+    alt: Option<String>,
+    /// The link gives its own words (image `alt` or URL) rather than a `(url)` suffix.
+    alone: bool,
+    /// The space before a `(url)` suffix (not at the start of a line).
+    lead: &'static str,
+}
+
+/// What a link adds to the text: `None` when nothing (an unsafe or empty link).
+fn link_output(d: &Deferred) -> Option<String> {
+    let url = d.url.as_str();
+    if url.is_empty() || url.starts_with('#') || !crate::tracking::is_safe_href(url) {
+        return None;
+    }
+    let shown = strip_prefix_ignore_case(url, "mailto:").unwrap_or(url);
+    let repeated = d.prev.as_deref() == Some(url);
+    if d.alone {
+        let alt = d.alt.as_deref().map(normalize).filter(|a| !a.is_empty());
+        return Some(match alt {
+            Some(alt) if same_as_url(&alt, url) || repeated => alt,
+            Some(alt) => format!("{alt} ({shown})"),
+            None => url.to_string(),
+        });
+    }
+    if (!d.broken && same_as_url(&d.text, url)) || repeated {
+        return None;
+    }
+    Some(format!("{}({shown})", d.lead))
+}
+
+/// Text as the writer would lay it out: whitespace collapsed, zero-width characters dropped.
+fn normalize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for word in s.split(html_space) {
+        let word: String = word.chars().filter(|c| !zero_width(*c)).collect();
+        if word.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&word);
+    }
+    out
+}
+
+/// Starts a deferred link's place in a block: `TOKEN`, the process's random part, its index,
+/// `TOKEN_END`. Private-use characters with a random part: no text can hold one by chance.
+const TOKEN: char = '\u{E012}';
+const TOKEN_END: char = '\u{E013}';
+
+/// The first character of a masked value (`templates::render`): text holding it may depend on
+/// a recipient's value.
+pub const MASK: char = '\u{E010}';
+
+/// A random part for this process's masks and tokens.
+pub fn nonce() -> &'static str {
+    static NONCE: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{:016x}", rand::random::<u64>()));
+    &NONCE
+}
+
+impl TextDoc {
+    /// The text, wrapped, with `subst` putting the recipient's values in place of the masks.
+    /// `None` when a masked link turns out to give nothing where it already started a line:
+    /// then the caller makes the text from that recipient's HTML.
+    pub fn lay_out(&self, subst: &dyn Fn(&str) -> String) -> Option<String> {
+        let mut out = String::new();
+        let mut widest = 0;
+        for op in &self.ops {
+            match op {
+                Op::Block {
+                    brk,
+                    sep_blank,
+                    blank,
+                    first,
+                    rest,
+                    para,
+                    pre,
+                } => {
+                    let resolved;
+                    let para = if self.deferred.is_empty() && !para.contains(MASK) {
+                        para.as_str()
+                    } else {
+                        resolved = subst(&self.resolve(para, subst)?);
+                        resolved.as_str()
+                    };
+                    if !out.is_empty() {
+                        out.push('\n');
+                        if *brk == Break::Para {
+                            out.push_str(sep_blank);
+                            out.push('\n');
+                        }
+                    }
+                    widest = if *pre {
+                        write_pre(&mut out, para, first, rest)
+                    } else {
+                        write_wrapped(&mut out, para, first, rest, blank, self.width)
+                    };
+                }
+                Op::Underline { c, rest } => {
+                    if widest > 0 {
+                        out.push('\n');
+                        out.push_str(rest);
+                        let room = self.width.saturating_sub(rest.chars().count());
+                        for _ in 0..widest.min(room) {
+                            out.push(*c);
+                        }
+                    }
+                }
+            }
+        }
+        Some(collapse_blank_lines(&out))
+    }
+
+    /// The block's words with each deferred link's output in place of its token.
+    fn resolve(&self, para: &str, subst: &dyn Fn(&str) -> String) -> Option<String> {
+        let prefix = format!("{TOKEN}{}", nonce());
+        let mut out = String::with_capacity(para.len() + 64);
+        let mut rest = para;
+        while let Some(at) = rest.find(&prefix) {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + prefix.len()..];
+            let Some(end) = after.find(TOKEN_END) else {
+                out.push_str(&prefix);
+                rest = after;
+                continue;
+            };
+            let Some(d) = after[..end]
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| self.deferred.get(i))
+            else {
+                out.push_str(&prefix);
+                rest = after;
+                continue;
+            };
+            let real = Deferred {
+                text: subst(&d.text),
+                url: subst(&d.url),
+                prev: d.prev.as_deref().map(subst),
+                alt: d.alt.as_deref().map(subst),
+                ..d.clone()
+            };
+            match link_output(&real) {
+                Some(words) => out.push_str(&words),
+                // Its words already started a line or took a separator: lay out anew.
+                None if d.alone => return None,
+                None => {}
+            }
+            rest = &after[end + TOKEN_END.len_utf8()..];
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+}
+
+/// Lines trimmed, one blank line at most between blocks, none at the ends.
+fn collapse_blank_lines(out: &str) -> String {
+    let mut text = String::with_capacity(out.len());
+    let mut blank = true;
+    for line in out.lines() {
+        let line = line.trim_end();
+        if line.is_empty() {
+            if !blank {
+                blank = true;
+                text.push('\n');
+            }
+            continue;
+        }
+        blank = false;
+        text.push_str(line);
+        text.push('\n');
+    }
+    while text.ends_with('\n') {
+        text.pop();
+    }
+    text
+}
+
+fn write_pre(out: &mut String, para: &str, first: &str, rest: &str) -> usize {
+    let mut widest = 0;
+    for (i, line) in para.trim_end_matches('\n').split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let start = out.len();
+        out.push_str(if i == 0 { first } else { rest });
+        out.push_str(line);
+        let trimmed = out[start..].trim_end().len();
+        out.truncate(start + trimmed);
+        widest = widest.max(line.trim_end().chars().count());
+    }
+    widest
+}
+
+/// Greedy wrapping at `width` columns; a word longer than the room stays whole on its line.
+fn write_wrapped(
+    out: &mut String,
+    para: &str,
+    first_prefix: &str,
+    rest_prefix: &str,
+    blank_line: &str,
+    width: usize,
+) -> usize {
+    let mut widest = 0;
+    let mut first = true;
+    let mut blank = false;
+    let rest_len = rest_prefix.chars().count();
+    for hard in para.trim_end_matches('\n').split('\n') {
+        if hard.trim().is_empty() {
+            // `<br><br>`: one blank line, however many.
+            if !blank && !first {
+                out.push('\n');
+                out.push_str(blank_line);
+                blank = true;
+            }
+            continue;
+        }
+        blank = false;
+        if !first {
+            out.push('\n');
+        }
+        let prefix = if first { first_prefix } else { rest_prefix };
+        first = false;
+        let mut col = prefix.chars().count();
+        let mut line_start = out.len();
+        out.push_str(prefix);
+        let mut empty = true;
+        let mut line_width = 0;
+        for w in hard.split(' ').filter(|w| !w.is_empty()) {
+            let wl = w.chars().count();
+            if !empty && col + 1 + wl > width {
+                widest = widest.max(line_width);
+                let trimmed = out[line_start..].trim_end().len();
+                out.truncate(line_start + trimmed);
+                out.push('\n');
+                line_start = out.len();
+                out.push_str(rest_prefix);
+                col = rest_len;
+                line_width = 0;
+                empty = true;
+            }
+            if !empty {
+                out.push(' ');
+                col += 1;
+                line_width += 1;
+            }
+            out.push_str(w);
+            col += wl;
+            line_width += wl;
+            empty = false;
+        }
+        widest = widest.max(line_width);
+        let trimmed = out[line_start..].trim_end().len();
+        out.truncate(line_start + trimmed);
+    }
+    widest
+}
+
+/// Gathers inline content per block; a block's words, prefixes and break before it become an
+/// [`Op::Block`] when it ends.
 #[derive(Debug)]
 struct Writer {
     options: Options,
-    out: String,
+    ops: Vec<Op>,
+    deferred: Vec<Deferred>,
     /// Inline content of the current block: words separated by one space, `<br>` as `\n`.
     para: String,
     /// Whitespace seen since the last character of `para`.
@@ -666,7 +963,9 @@ struct Writer {
     /// The marker of a list item whose first line is not written yet.
     marker: Option<String>,
     pre: usize,
-    /// Prefixes of the block's first and following lines, fixed when it starts.
+    /// The block's break, blank line before it and prefixes, fixed when its first word comes.
+    brk: Break,
+    sep_blank: String,
     first_prefix: String,
     rest_prefix: String,
     para_pre: bool,
@@ -692,7 +991,8 @@ impl Writer {
     fn new(options: Options) -> Writer {
         Writer {
             options,
-            out: String::new(),
+            ops: Vec::new(),
+            deferred: Vec::new(),
             para: String::new(),
             space: false,
             sep: None,
@@ -702,6 +1002,8 @@ impl Writer {
             indents: Vec::new(),
             marker: None,
             pre: 0,
+            brk: Break::None,
+            sep_blank: String::new(),
             first_prefix: String::new(),
             rest_prefix: String::new(),
             para_pre: false,
@@ -714,16 +1016,11 @@ impl Writer {
         "> ".repeat(self.quote)
     }
 
-    /// Starts a block: the pending break, then the prefixes.
+    /// Starts a block: its break and prefixes.
     fn start_para(&mut self) {
-        if !self.out.is_empty() {
-            self.out.push('\n');
-            if self.pending == Break::Para {
-                let depth = self.pending_quote.min(self.quote);
-                self.out.push_str("> ".repeat(depth).trim_end());
-                self.out.push('\n');
-            }
-        }
+        self.brk = self.pending;
+        let depth = self.pending_quote.min(self.quote);
+        self.sep_blank = "> ".repeat(depth).trim_end().to_string();
         self.pending = Break::None;
         self.pending_quote = usize::MAX;
         let quote = self.quote_prefix();
@@ -739,7 +1036,9 @@ impl Writer {
         self.para_pre = self.pre > 0;
     }
 
-    fn push_char(&mut self, c: char) {
+    /// What comes before the next character of the block: its start, a cell separator or
+    /// the collapsed whitespace.
+    fn lead(&mut self) {
         if self.para.is_empty() {
             self.start_para();
         } else if let Some(sep) = self.sep.take() {
@@ -752,6 +1051,10 @@ impl Writer {
         }
         self.sep = None;
         self.space = false;
+    }
+
+    fn push_char(&mut self, c: char) {
+        self.lead();
         self.para.push(c);
         if let Some(cap) = self.capture.as_mut() {
             cap.push(c);
@@ -797,12 +1100,33 @@ impl Writer {
         }
     }
 
-    /// A word of its own (a URL), after a space.
-    fn word(&mut self, s: &str) {
-        let capture = self.capture.take();
-        self.space = true;
-        self.text(s);
-        self.capture = capture;
+    /// A closed link's output: decided now, or, when it depends on a masked value, a token
+    /// decided when laid out.
+    fn link(&mut self, mut d: Deferred) {
+        d.alone = d.alone || self.para.is_empty();
+        d.lead = if self.para.ends_with('\n') { "" } else { " " };
+        let masked = [Some(&d.text), Some(&d.url), d.prev.as_ref(), d.alt.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|s| s.contains(MASK));
+        let words = if masked {
+            let token = format!("{TOKEN}{}{}{TOKEN_END}", nonce(), self.deferred.len());
+            self.deferred.push(d.clone());
+            token
+        } else {
+            match link_output(&d) {
+                Some(words) => words,
+                None => return,
+            }
+        };
+        if d.alone {
+            // An image's `alt` goes where the link was, as text would; a URL as a word.
+            if d.alt.is_none() {
+                self.space = true;
+            }
+            self.lead();
+        }
+        self.para.push_str(&words);
     }
 
     fn separate(&mut self, sep: &'static str) {
@@ -827,144 +1151,42 @@ impl Writer {
         self.pending_quote = self.pending_quote.min(self.quote);
     }
 
-    /// Writes the current block out, wrapped; returns its widest line (without prefix).
-    fn flush(&mut self) -> usize {
+    /// Ends the current block; whether it had any words.
+    fn flush(&mut self) -> bool {
         self.space = false;
         self.sep = None;
         if self.para.is_empty() {
-            return 0;
+            return false;
         }
         if self.capture.is_some() {
             self.capture_broken = true;
         }
-        let para = std::mem::take(&mut self.para);
-        let widest = if self.para_pre {
-            self.write_pre(&para)
-        } else {
-            self.write_wrapped(&para)
-        };
-        self.para = para;
-        self.para.clear();
-        widest
+        self.ops.push(Op::Block {
+            brk: self.brk,
+            sep_blank: self.sep_blank.clone(),
+            blank: self.quote_prefix().trim_end().to_string(),
+            first: self.first_prefix.clone(),
+            rest: self.rest_prefix.clone(),
+            para: std::mem::take(&mut self.para),
+            pre: self.para_pre,
+        });
+        true
     }
 
-    fn write_pre(&mut self, para: &str) -> usize {
-        let mut widest = 0;
-        for (i, line) in para.trim_end_matches('\n').split('\n').enumerate() {
-            if i > 0 {
-                self.out.push('\n');
-            }
-            let prefix = if i == 0 {
-                &self.first_prefix
-            } else {
-                &self.rest_prefix
-            };
-            let start = self.out.len();
-            self.out.push_str(prefix);
-            self.out.push_str(line);
-            let trimmed = self.out[start..].trim_end().len();
-            self.out.truncate(start + trimmed);
-            widest = widest.max(line.trim_end().chars().count());
-        }
-        widest
+    fn underline(&mut self, c: char) {
+        self.ops.push(Op::Underline {
+            c,
+            rest: self.rest_prefix.clone(),
+        });
     }
 
-    fn write_wrapped(&mut self, para: &str) -> usize {
-        let width = self.options.width;
-        let mut widest = 0;
-        let mut first = true;
-        let mut blank = false;
-        let lines: Vec<&str> = para.trim_end_matches('\n').split('\n').collect();
-        for hard in lines {
-            if hard.is_empty() {
-                // `<br><br>`: one blank line, however many.
-                if !blank {
-                    self.out.push('\n');
-                    self.out.push_str(self.quote_prefix().trim_end());
-                    blank = true;
-                }
-                continue;
-            }
-            blank = false;
-            if !first {
-                self.out.push('\n');
-            }
-            let prefix = if first {
-                self.first_prefix.clone()
-            } else {
-                self.rest_prefix.clone()
-            };
-            first = false;
-            let rest_len = self.rest_prefix.chars().count();
-            let mut col = prefix.chars().count();
-            let mut line_start = self.out.len();
-            self.out.push_str(&prefix);
-            let mut empty = true;
-            let mut line_width = 0;
-            for w in hard.split(' ').filter(|w| !w.is_empty()) {
-                let wl = w.chars().count();
-                if !empty && col + 1 + wl > width {
-                    widest = widest.max(line_width);
-                    let trimmed = self.out[line_start..].trim_end().len();
-                    self.out.truncate(line_start + trimmed);
-                    self.out.push('\n');
-                    line_start = self.out.len();
-                    self.out.push_str(&self.rest_prefix);
-                    col = rest_len;
-                    line_width = 0;
-                    empty = true;
-                }
-                if !empty {
-                    self.out.push(' ');
-                    col += 1;
-                    line_width += 1;
-                }
-                self.out.push_str(w);
-                col += wl;
-                line_width += wl;
-                empty = false;
-            }
-            widest = widest.max(line_width);
-            let trimmed = self.out[line_start..].trim_end().len();
-            self.out.truncate(line_start + trimmed);
-        }
-        widest
-    }
-
-    fn underline(&mut self, c: char, width: usize) {
-        self.out.push('\n');
-        self.out.push_str(&self.rest_prefix);
-        let room = self
-            .options
-            .width
-            .saturating_sub(self.rest_prefix.chars().count());
-        for _ in 0..width.min(room) {
-            self.out.push(c);
-        }
-    }
-
-    /// The text, blank lines collapsed, no trailing whitespace.
-    fn finish(&mut self) -> String {
+    fn finish(&mut self) -> TextDoc {
         self.flush();
-        let mut text = String::with_capacity(self.out.len());
-        let mut blank = true;
-        for line in self.out.lines() {
-            let line = line.trim_end();
-            if line.is_empty() {
-                if !blank {
-                    blank = true;
-                    text.push('\n');
-                }
-                continue;
-            }
-            blank = false;
-            text.push_str(line);
-            text.push('\n');
+        TextDoc {
+            width: self.options.width,
+            ops: std::mem::take(&mut self.ops),
+            deferred: std::mem::take(&mut self.deferred),
         }
-        while text.ends_with('\n') {
-            text.pop();
-        }
-        text
     }
 }
 
