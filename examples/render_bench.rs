@@ -2,9 +2,10 @@
 //! `byo_html` template (`{{ body | safe }}` in the layout) with the generated ~20 KB newsletter
 //! of `adopt_worker::bench_fixture`, rendered as a send renders it, without a database.
 //!
-//!   cargo run --release --example render_bench -- [full|text|css|track] [N]
+//!   cargo run --release --example render_bench -- [full|untracked|text|css|track] [N]
 //!
 //! - `full` (default): render (Tera, CSS inlining, text part) + tracking, as the worker does;
+//! - `untracked`: the same without tracking (tracking is off in `scripts/bench`);
 //! - `text`: only the text part, from the rendered HTML;
 //! - `css`: only CSS inlining of the HTML Tera produced;
 //! - `track`: only tracking (click links and open pixel) of the rendered HTML.
@@ -101,14 +102,22 @@ fn measured(
         sink += match what {
             "full" => {
                 let p = t
+                    .render_tracked(data, "maya@example.com", unsubscribe, tracker, id)
+                    .map_err(anyhow::Error::msg)?;
+                p.html.len() + p.text.len()
+            }
+            "untracked" => {
+                let p = t
                     .render(data, "maya@example.com", unsubscribe)
                     .map_err(anyhow::Error::msg)?;
-                tracker.inject(id, &p.html, Some(unsubscribe)).len() + p.text.len()
+                p.html.len() + p.text.len()
             }
             "text" => adopt_worker::delivery::message::html_to_text(html).len(),
             "css" => inline_css(raw).map_err(anyhow::Error::msg)?.len(),
             "track" => tracker.inject(id, html, Some(unsubscribe)).len(),
-            other => anyhow::bail!("unknown measurement {other:?}: full, text, css or track"),
+            other => {
+                anyhow::bail!("unknown measurement {other:?}: full, untracked, text, css or track")
+            }
         };
     }
     Ok(sink)

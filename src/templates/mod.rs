@@ -603,13 +603,36 @@ impl RenderJob {
             unsubscribe_url: &self.unsubscribe,
             year: chrono::Utc::now().year(),
         };
-        let mut parts = self.compiled.compiled.render(&self.data, &common)?;
-        if let Some((email_id, t)) = &self.tracker {
-            let unsubscribe = Some(self.unsubscribe.as_str()).filter(|u| !u.is_empty());
-            parts.html = t.inject(*email_id, &parts.html, unsubscribe);
-        }
-        Ok(parts)
+        render_and_track(
+            &self.compiled.compiled,
+            &self.data,
+            &common,
+            self.tracker.as_ref().map(|(id, t)| (*id, t)),
+        )
     }
+}
+
+/// Renders, then tracks the HTML when `tracker` is given: links in the pass that puts the
+/// recipient's values into a cached document where there is one (see `render`), else by
+/// [`Tracker::inject`] over the rendered HTML.
+fn render_and_track(
+    compiled: &render::Compiled,
+    data: &Map<String, Value>,
+    common: &render::Common<'_>,
+    tracker: Option<(Uuid, &Tracker)>,
+) -> Result<Parts, render::RenderProblem> {
+    let Some((email_id, t)) = tracker else {
+        return compiled.render(data, common);
+    };
+    let unsubscribe = Some(common.unsubscribe_url).filter(|u| !u.is_empty());
+    let link = |url: &str| t.tracked_link(email_id, url, unsubscribe);
+    let (mut parts, links_tracked) = compiled.render_tracked(data, common, Some(&link))?;
+    if links_tracked {
+        t.add_pixel(email_id, &mut parts.html);
+    } else {
+        parts.html = t.inject(email_id, &parts.html, unsubscribe);
+    }
+    Ok(parts)
 }
 
 /// Template sources compiled with the embedded layout and rendered without a database, as a
@@ -664,6 +687,20 @@ impl Standalone {
     ) -> Result<Parts, String> {
         let common = Self::common(recipient_email, unsubscribe_url);
         self.0.render(data, &common).map_err(|e| e.to_string())
+    }
+
+    /// [`Standalone::render`] and tracking, as the worker renders a tracked email.
+    pub fn render_tracked(
+        &self,
+        data: &Map<String, Value>,
+        recipient_email: &str,
+        unsubscribe_url: &str,
+        tracker: &Tracker,
+        email_id: Uuid,
+    ) -> Result<Parts, String> {
+        let common = Self::common(recipient_email, unsubscribe_url);
+        render_and_track(&self.0, data, &common, Some((email_id, tracker)))
+            .map_err(|e| e.to_string())
     }
 
     /// The HTML as Tera makes it, before CSS inlining.

@@ -99,6 +99,9 @@ pub struct Common<'a> {
 /// The name of the flattened, CSS-inlined HTML template, when there is one.
 const PREINLINED: &str = "body.preinlined.html";
 
+/// What a tracked link's (decoded) URL becomes in one email, or `None` to leave it.
+pub type LinkRewrite<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
 /// A compiled template version, ready to render any number of times.
 pub struct Compiled {
     pub(super) tera: Tera,
@@ -207,6 +210,21 @@ impl Compiled {
         data: &Map<String, Value>,
         common: &Common<'_>,
     ) -> Result<Parts, RenderProblem> {
+        self.render_tracked(data, common, None)
+            .map(|(parts, _)| parts)
+    }
+
+    /// [`Compiled::render`], and with `track` (the link rewrite of
+    /// [`Tracker::tracked_link`](crate::tracking::Tracker::tracked_link) for this email) the
+    /// links rewritten in the same pass when the document is a cached one: `true` then, and
+    /// only the open pixel is left to add. `false`: the caller tracks the HTML as usual.
+    pub fn render_tracked(
+        &self,
+        data: &Map<String, Value>,
+        common: &Common<'_>,
+        track: Option<&LinkRewrite<'_>>,
+    ) -> Result<(Parts, bool), RenderProblem> {
+        let mut tracked = false;
         vars::validate(&self.variables, data)?;
         let ctx = context(data, common);
         let render = |name: &str| {
@@ -230,12 +248,17 @@ impl Compiled {
             },
             false => match self.inline_cached(data, common)? {
                 Some((entry, masked)) => {
-                    let html = match entry.neutralized_for(&masked) {
-                        Some(doc) => {
+                    let html = match (entry.neutralized_for(&masked), track) {
+                        (Some(doc), Some(track)) => {
+                            neutralized = true;
+                            tracked = true;
+                            entry.tracked(doc, &masked, track)
+                        }
+                        (Some(doc), None) => {
                             neutralized = true;
                             masked.substitute(doc)
                         }
-                        None => masked.substitute(entry.doc()),
+                        (None, _) => masked.substitute(entry.doc()),
                     };
                     cached = Some((entry, masked));
                     html
@@ -257,17 +280,30 @@ impl Compiled {
         } else {
             // From the cached document's text, laid out with this recipient's values (what
             // this email's HTML gives, line for line), else from this email's HTML.
-            cached
-                .and_then(|(entry, masked)| entry.text().lay_out(&|s| masked.substitute(s)))
-                .unwrap_or_else(|| crate::delivery::message::html_to_text(&html))
-                .trim()
-                .to_string()
+            let laid_out = cached
+                .as_ref()
+                .and_then(|(entry, masked)| entry.text().lay_out(&|s| masked.substitute(s)));
+            match (laid_out, &cached) {
+                (Some(text), _) => text,
+                // The HTML is tracked already: the text is made from it untracked.
+                (None, Some((entry, masked))) if tracked => {
+                    let untracked =
+                        masked.substitute(entry.neutralized.as_deref().unwrap_or_default());
+                    crate::delivery::message::html_to_text(&untracked)
+                }
+                (None, _) => crate::delivery::message::html_to_text(&html),
+            }
+            .trim()
+            .to_string()
         };
-        Ok(Parts {
-            subject,
-            html,
-            text,
-        })
+        Ok((
+            Parts {
+                subject,
+                html,
+                text,
+            },
+            tracked,
+        ))
     }
 }
 
@@ -370,6 +406,11 @@ impl<'a> Masked<'a> {
     /// The inlined document with each mark replaced by its value.
     fn substitute(&self, doc: &str) -> String {
         let mut out = String::with_capacity(doc.len() + 256);
+        self.substitute_into(&mut out, doc);
+        out
+    }
+
+    fn substitute_into(&self, out: &mut String, doc: &str) {
         let mut rest = doc;
         while let Some(at) = rest.find(self.mark.as_str()) {
             out.push_str(&rest[..at]);
@@ -390,7 +431,6 @@ impl<'a> Masked<'a> {
             rest = &after[1 + MARK_END.len_utf8()..];
         }
         out.push_str(rest);
-        out
     }
 }
 
@@ -414,6 +454,8 @@ struct CacheEntry {
     /// each recipient's values.
     neutralized: Option<String>,
     mark_hrefs: Vec<String>,
+    /// The links of `neutralized`, for tracking in the pass that puts the values in.
+    slots: Vec<crate::tracking::HrefSlot>,
     /// The text part of the inlined document (unsafe links neutralised), before wrapping:
     /// made once, when the first email of the document needs it.
     text: std::sync::OnceLock<crate::delivery::message::text::TextDoc>,
@@ -434,6 +476,34 @@ impl CacheEntry {
         })
     }
 
+    /// The neutralised document with this recipient's values in place and every link tracking
+    /// asks for rewritten, in one pass: what [`Tracker::inject`](crate::tracking::Tracker)
+    /// makes of the email's HTML but the open pixel, which the caller adds. Only for a
+    /// document [`CacheEntry::neutralized_for`] gave.
+    fn tracked(&self, doc: &str, masked: &Masked<'_>, track: &LinkRewrite<'_>) -> String {
+        let mut out = String::with_capacity(doc.len() + doc.len() / 8);
+        let mut at = 0;
+        for slot in self.slots.iter().filter(|s| !s.notrack) {
+            let raw = &doc[slot.value.0..slot.value.1];
+            let real;
+            let raw = if raw.contains(masked.mark.as_str()) {
+                real = masked.substitute(raw);
+                real.as_str()
+            } else {
+                raw
+            };
+            if let Some(new) = track(&crate::tracking::href_url(raw)) {
+                masked.substitute_into(&mut out, &doc[at..slot.region.0]);
+                out.push('"');
+                out.push_str(&crate::tracking::escape_attr(&new));
+                out.push('"');
+                at = slot.region.1;
+            }
+        }
+        masked.substitute_into(&mut out, &doc[at..]);
+        out
+    }
+
     /// The neutralised document, when this recipient's values leave every link holding a mark
     /// safe: then it is, values put in, what neutralising this email's HTML gives.
     fn neutralized_for(&self, masked: &Masked<'_>) -> Option<&str> {
@@ -450,14 +520,20 @@ impl CacheEntry {
     fn new(hash: u64, masked_html: &str, inlined: Option<String>, mark: &str) -> CacheEntry {
         let mut mark_hrefs = Vec::new();
         let mut neutralized = None;
+        let mut slots = Vec::new();
         if let Some(doc) = &inlined {
-            let hrefs = crate::tracking::raw_hrefs(doc);
-            let marked: Vec<&str> = hrefs.into_iter().filter(|h| h.contains(mark)).collect();
+            let marked: Vec<&str> = crate::tracking::href_slots(doc)
+                .iter()
+                .map(|slot| &doc[slot.value.0..slot.value.1])
+                .filter(|h| h.contains(mark))
+                .collect();
             let safe_masked = marked
                 .iter()
                 .all(|raw| crate::tracking::is_safe_href(&crate::tracking::decode_attr(raw)));
             if safe_masked {
-                neutralized = Some(crate::tracking::neutralize_unsafe_hrefs(doc).into_owned());
+                let safe = crate::tracking::neutralize_unsafe_hrefs(doc).into_owned();
+                slots = crate::tracking::href_slots(&safe);
+                neutralized = Some(safe);
                 mark_hrefs = marked.into_iter().map(str::to_string).collect();
             }
         }
@@ -467,6 +543,7 @@ impl CacheEntry {
             inlined,
             neutralized,
             mark_hrefs,
+            slots,
             text: std::sync::OnceLock::new(),
         }
     }
@@ -1052,6 +1129,49 @@ mod tests {
             }
         }
         assert!(cached_entries(&c).iter().all(|ok| *ok));
+    }
+
+    /// Links tracked in the pass that puts the values in are what tracking the rendered HTML
+    /// gives, `data-notrack` and the unsubscribe link left alone; the text part is untracked.
+    #[test]
+    fn links_tracked_with_the_values_are_what_tracking_the_html_gives() {
+        use crate::tracking::{RedirectHosts, Tracker};
+        let tracker =
+            Tracker::new(b"0123456789abcdef", "https://t.example", vec![]).with_redirect_hosts(
+                RedirectHosts::new(&["adoptdontshop.com", "*.adoptdontshop.com", "api.example"]),
+            );
+        let c = compile_body(BYO);
+        let body = format!(
+            "{}<p><a href=\"https://www.adoptdontshop.com/kept\" data-notrack>kept</a> \
+             <a href='https://www.adoptdontshop.com/q?a=1&amp;b=2'>quoted</a></p>",
+            crate::bench_fixture::byo_newsletter_html()
+        );
+        let d = data(json!({ "body": body }));
+        for (email, unsubscribe) in [
+            ("maya@example.com", "https://api.example/u/t1"),
+            ("o'brien@example.org", ""),
+        ] {
+            let common = Common {
+                recipient_email: email,
+                unsubscribe_url: unsubscribe,
+                ..common()
+            };
+            let id = uuid::Uuid::from_u128(9);
+            let unsub = Some(unsubscribe).filter(|u| !u.is_empty());
+            let link = |url: &str| tracker.tracked_link(id, url, unsub);
+            let (mut parts, tracked) = c.render_tracked(&d, &common, Some(&link)).unwrap();
+            assert!(tracked, "a cached document is tracked in the same pass");
+            tracker.add_pixel(id, &mut parts.html);
+            let plain = c.render(&d, &common).unwrap();
+            assert_eq!(
+                parts.html,
+                tracker.inject(id, &plain.html, unsub),
+                "{email}"
+            );
+            assert_eq!(parts.text, plain.text);
+            assert!(parts.html.contains("https://t.example/t/c/"));
+            assert!(!parts.text.contains("https://t.example/"));
+        }
     }
 
     #[test]
