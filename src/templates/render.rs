@@ -247,7 +247,10 @@ impl Compiled {
                 Err(_) => inline_css(&render(files::HTML)?).map_err(RenderProblem::Css)?,
             },
             false => match self.inline_cached(data, common)? {
-                Some((entry, masked)) => {
+                // Seen once so far: this email goes the per-email way from the shared
+                // inlining (its links, text and tracking from its own HTML).
+                Some((entry, true, masked)) => masked.substitute(entry.doc()),
+                Some((entry, false, masked)) => {
                     let html = match (entry.neutralized_for(&masked), track) {
                         (Some(doc), Some(track)) => {
                             neutralized = true;
@@ -287,8 +290,8 @@ impl Compiled {
                 (Some(text), _) => text,
                 // The HTML is tracked already: the text is made from it untracked.
                 (None, Some((entry, masked))) if tracked => {
-                    let untracked =
-                        masked.substitute(entry.neutralized.as_deref().unwrap_or_default());
+                    let doc = entry.derived().neutralized.as_deref().unwrap_or_default();
+                    let untracked = masked.substitute(doc);
                     crate::delivery::message::html_to_text(&untracked)
                 }
                 (None, _) => crate::delivery::message::html_to_text(&html),
@@ -315,7 +318,7 @@ impl Compiled {
         &self,
         data: &Map<String, Value>,
         common: &Common<'a>,
-    ) -> Result<Option<(std::sync::Arc<CacheEntry>, Masked<'a>)>, RenderProblem> {
+    ) -> Result<Option<(std::sync::Arc<CacheEntry>, bool, Masked<'a>)>, RenderProblem> {
         let Some(masked) = Masked::new(common) else {
             return Ok(None);
         };
@@ -326,7 +329,7 @@ impl Compiled {
             return Ok(None);
         };
         let entry = self.css_cache.inlined(&masked_html, &masked.mark)?;
-        Ok(entry.map(|e| (e, masked)))
+        Ok(entry.map(|(e, first)| (e, first, masked)))
     }
 }
 
@@ -449,16 +452,48 @@ struct CacheEntry {
     /// `None`: a mark is where its value could change the result (see
     /// `preinline::masks_are_inert`), so each email is inlined on its own.
     inlined: Option<String>,
-    /// `inlined` with its unsafe links neutralised, when no link holding a mark was unsafe
+    mark: String,
+    /// Made when the document comes a second time (a document seen once costs no more than
+    /// inlining it): its unsafe links neutralised and the places of its links.
+    derived: std::sync::OnceLock<Derived>,
+    /// The text part of the neutralised document, before wrapping.
+    text: std::sync::OnceLock<crate::delivery::message::text::TextDoc>,
+}
+
+struct Derived {
+    /// The document with its unsafe links neutralised, when no link holding a mark was unsafe
     /// with the marks in place; the raw values of the links holding a mark, to check with
     /// each recipient's values.
     neutralized: Option<String>,
     mark_hrefs: Vec<String>,
     /// The links of `neutralized`, for tracking in the pass that puts the values in.
     slots: Vec<crate::tracking::HrefSlot>,
-    /// The text part of the inlined document (unsafe links neutralised), before wrapping:
-    /// made once, when the first email of the document needs it.
-    text: std::sync::OnceLock<crate::delivery::message::text::TextDoc>,
+}
+
+impl Derived {
+    fn new(doc: &str, mark: &str) -> Derived {
+        let marked: Vec<&str> = crate::tracking::href_slots(doc)
+            .iter()
+            .map(|slot| &doc[slot.value.0..slot.value.1])
+            .filter(|h| h.contains(mark))
+            .collect();
+        let safe_masked = marked
+            .iter()
+            .all(|raw| crate::tracking::is_safe_href(&crate::tracking::decode_attr(raw)));
+        if !safe_masked {
+            return Derived {
+                neutralized: None,
+                mark_hrefs: Vec::new(),
+                slots: Vec::new(),
+            };
+        }
+        let safe = crate::tracking::neutralize_unsafe_hrefs(doc).into_owned();
+        Derived {
+            slots: crate::tracking::href_slots(&safe),
+            neutralized: Some(safe),
+            mark_hrefs: marked.into_iter().map(str::to_string).collect(),
+        }
+    }
 }
 
 impl CacheEntry {
@@ -466,8 +501,13 @@ impl CacheEntry {
         self.inlined.as_deref().unwrap_or_default()
     }
 
+    fn derived(&self) -> &Derived {
+        self.derived
+            .get_or_init(|| Derived::new(self.doc(), &self.mark))
+    }
+
     fn text(&self) -> &crate::delivery::message::text::TextDoc {
-        self.text.get_or_init(|| match &self.neutralized {
+        self.text.get_or_init(|| match &self.derived().neutralized {
             Some(doc) => crate::delivery::message::text::html_to_text_doc(doc),
             None => {
                 let doc = crate::tracking::neutralize_unsafe_hrefs(self.doc());
@@ -483,7 +523,7 @@ impl CacheEntry {
     fn tracked(&self, doc: &str, masked: &Masked<'_>, track: &LinkRewrite<'_>) -> String {
         let mut out = String::with_capacity(doc.len() + doc.len() / 8);
         let mut at = 0;
-        for slot in self.slots.iter().filter(|s| !s.notrack) {
+        for slot in self.derived().slots.iter().filter(|s| !s.notrack) {
             let raw = &doc[slot.value.0..slot.value.1];
             let real;
             let raw = if raw.contains(masked.mark.as_str()) {
@@ -507,8 +547,10 @@ impl CacheEntry {
     /// The neutralised document, when this recipient's values leave every link holding a mark
     /// safe: then it is, values put in, what neutralising this email's HTML gives.
     fn neutralized_for(&self, masked: &Masked<'_>) -> Option<&str> {
-        let doc = self.neutralized.as_deref()?;
-        self.mark_hrefs
+        let derived = self.derived();
+        let doc = derived.neutralized.as_deref()?;
+        derived
+            .mark_hrefs
             .iter()
             .all(|raw| {
                 let real = masked.substitute(raw);
@@ -516,46 +558,16 @@ impl CacheEntry {
             })
             .then_some(doc)
     }
-
-    fn new(hash: u64, masked_html: &str, inlined: Option<String>, mark: &str) -> CacheEntry {
-        let mut mark_hrefs = Vec::new();
-        let mut neutralized = None;
-        let mut slots = Vec::new();
-        if let Some(doc) = &inlined {
-            let marked: Vec<&str> = crate::tracking::href_slots(doc)
-                .iter()
-                .map(|slot| &doc[slot.value.0..slot.value.1])
-                .filter(|h| h.contains(mark))
-                .collect();
-            let safe_masked = marked
-                .iter()
-                .all(|raw| crate::tracking::is_safe_href(&crate::tracking::decode_attr(raw)));
-            if safe_masked {
-                let safe = crate::tracking::neutralize_unsafe_hrefs(doc).into_owned();
-                slots = crate::tracking::href_slots(&safe);
-                neutralized = Some(safe);
-                mark_hrefs = marked.into_iter().map(str::to_string).collect();
-            }
-        }
-        CacheEntry {
-            hash,
-            masked_html: masked_html.to_string(),
-            inlined,
-            neutralized,
-            mark_hrefs,
-            slots,
-            text: std::sync::OnceLock::new(),
-        }
-    }
 }
 
 impl CssCache {
-    /// The entry for this document, inlined now if new; `None` when it cannot be shared.
+    /// The entry for this document, inlined now if new (then `true`: seen for the first
+    /// time); `None` when it cannot be shared.
     fn inlined(
         &self,
         masked_html: &str,
         mark: &str,
-    ) -> Result<Option<std::sync::Arc<CacheEntry>>, RenderProblem> {
+    ) -> Result<Option<(std::sync::Arc<CacheEntry>, bool)>, RenderProblem> {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         masked_html.hash(&mut hasher);
@@ -568,7 +580,7 @@ impl CssCache {
             {
                 let entry = entries.remove(i);
                 entries.push(entry.clone());
-                return Ok(entry.inlined.is_some().then_some(entry));
+                return Ok(entry.inlined.is_some().then_some((entry, false)));
             }
         }
         let inlined = if preinline::masks_are_inert(masked_html, mark) {
@@ -582,9 +594,16 @@ impl CssCache {
         if entries.len() >= CSS_CACHE_ENTRIES {
             entries.remove(0);
         }
-        let entry = std::sync::Arc::new(CacheEntry::new(hash, masked_html, inlined, mark));
+        let entry = std::sync::Arc::new(CacheEntry {
+            hash,
+            masked_html: masked_html.to_string(),
+            inlined,
+            mark: mark.to_string(),
+            derived: std::sync::OnceLock::new(),
+            text: std::sync::OnceLock::new(),
+        });
         entries.push(entry.clone());
-        Ok(entry.inlined.is_some().then_some(entry))
+        Ok(entry.inlined.is_some().then_some((entry, true)))
     }
 }
 
@@ -1059,10 +1078,12 @@ mod tests {
                 unsubscribe_url: unsubscribe,
                 ..common()
             };
-            let p = c.render(&d, &common).unwrap();
-            assert_eq!(p.html, inlined_alone(&c, &d, &common), "{email}");
-            assert_eq!(p.text, text_alone(&p.html), "{email}");
-            assert!(p.html.contains(email));
+            for _ in 0..2 {
+                let p = c.render(&d, &common).unwrap();
+                assert_eq!(p.html, inlined_alone(&c, &d, &common), "{email}");
+                assert_eq!(p.text, text_alone(&p.html), "{email}");
+                assert!(p.html.contains(email));
+            }
         }
         // One document with an unsubscribe link, one without.
         assert_eq!(cached_entries(&c), [true, true]);
@@ -1119,13 +1140,16 @@ mod tests {
                     unsubscribe_url: unsubscribe,
                     ..common()
                 };
-                let p = c.render(&d, &common).unwrap();
-                assert_eq!(
-                    p.html,
-                    crate::tracking::neutralize_unsafe_hrefs(&inlined_alone(&c, &d, &common)),
-                    "{email}"
-                );
-                assert_eq!(p.text, text_alone(&p.html), "{body} / {email}");
+                // The first email of a document, then one with the shared text and links.
+                for _ in 0..2 {
+                    let p = c.render(&d, &common).unwrap();
+                    assert_eq!(
+                        p.html,
+                        crate::tracking::neutralize_unsafe_hrefs(&inlined_alone(&c, &d, &common)),
+                        "{email}"
+                    );
+                    assert_eq!(p.text, text_alone(&p.html), "{body} / {email}");
+                }
             }
         }
         assert!(cached_entries(&c).iter().all(|ok| *ok));
@@ -1159,6 +1183,8 @@ mod tests {
             let id = uuid::Uuid::from_u128(9);
             let unsub = Some(unsubscribe).filter(|u| !u.is_empty());
             let link = |url: &str| tracker.tracked_link(id, url, unsub);
+            let (_, tracked) = c.render_tracked(&d, &common, Some(&link)).unwrap();
+            assert!(!tracked, "a document seen once goes the per-email way");
             let (mut parts, tracked) = c.render_tracked(&d, &common, Some(&link)).unwrap();
             assert!(tracked, "a cached document is tracked in the same pass");
             tracker.add_pixel(id, &mut parts.html);
