@@ -250,22 +250,24 @@ impl Compiled {
                 // Seen once so far: this email goes the per-email way from the shared
                 // inlining (its links, text and tracking from its own HTML).
                 Some((entry, true, masked)) => masked.substitute(entry.doc()),
-                Some((entry, false, masked)) => {
-                    let html = match (entry.neutralized_for(&masked), track) {
-                        (Some(doc), Some(track)) => {
-                            neutralized = true;
-                            tracked = true;
-                            entry.tracked(doc, &masked, track)
-                        }
-                        (Some(doc), None) => {
-                            neutralized = true;
-                            masked.substitute(doc)
-                        }
-                        (None, _) => masked.substitute(entry.doc()),
-                    };
-                    cached = Some((entry, masked));
-                    html
-                }
+                // The shared links and text part hold for this email only when its values
+                // leave every link holding a mark as safe as the masked one was.
+                Some((entry, false, masked)) => match (entry.neutralized_for(&masked), track) {
+                    (Some(doc), Some(track)) => {
+                        neutralized = true;
+                        tracked = true;
+                        let html = entry.tracked(doc, &masked, track);
+                        cached = Some((entry, masked));
+                        html
+                    }
+                    (Some(doc), None) => {
+                        neutralized = true;
+                        let html = masked.substitute(doc);
+                        cached = Some((entry, masked));
+                        html
+                    }
+                    (None, _) => masked.substitute(entry.doc()),
+                },
                 None => inline_css(&render(files::HTML)?).map_err(RenderProblem::Css)?,
             },
         };
@@ -506,6 +508,7 @@ impl CacheEntry {
             .get_or_init(|| Derived::new(self.doc(), &self.mark))
     }
 
+    /// Only for an email [`CacheEntry::neutralized_for`] accepted.
     fn text(&self) -> &crate::delivery::message::text::TextDoc {
         self.text.get_or_init(|| match &self.derived().neutralized {
             Some(doc) => crate::delivery::message::text::html_to_text_doc(doc),
@@ -1153,6 +1156,27 @@ mod tests {
             }
         }
         assert!(cached_entries(&c).iter().all(|ok| *ok));
+    }
+
+    /// A link unsafe with the marks in place but safe with the values (a value in the host):
+    /// that email's links and text part come from its own HTML.
+    #[test]
+    fn a_link_the_marks_make_unsafe_is_checked_on_each_email() {
+        let c = compile_body(
+            "{% extends \"layout.html\" %}{% block content %}<style>p { color: red }</style>\
+             <p><a href=\"https://{{ recipient.name }}.example/p\">site</a> {{ body }}</p>{% endblock content %}",
+        );
+        let d = data(json!({ "body": "hi" }));
+        for _ in 0..2 {
+            let p = c.render(&d, &common()).unwrap();
+            assert_eq!(p.html, inlined_alone(&c, &d, &common()));
+            assert_eq!(p.text, text_alone(&p.html));
+            assert!(
+                p.text.contains("site (https://Maya.example/p)"),
+                "{}",
+                p.text
+            );
+        }
     }
 
     /// Links tracked in the pass that puts the values in are what tracking the rendered HTML
