@@ -4,7 +4,10 @@
 //!   `layout.html`) with featured pets added until the HTML reaches N bytes (default
 //!   20,000), and writes `subject.txt`, `body.html`, `body.txt` and `data.json` to DIR.
 //!   The recipient's first name and address are left as `@@FIRST@@` / `@@EMAIL@@` so the
-//!   benchmark's SQL can make every row its own.
+//!   benchmark's SQL can make every row its own. Also the bring-your-own-HTML workload
+//!   (`adopt_worker::bench_fixture`): `byo.json` (its `template_data`: subject and ~20 KB of
+//!   generated HTML) and `templates/`, a copy of the templates directory with the
+//!   `byo_html` template (`{{ body | safe }}` inside the layout) added.
 //! - `latency --database-url URL --fixture DIR [--rate 50] [--secs 30] [--out FILE]`:
 //!   inserts one row per tick at a fixed rate, each INSERT its own transaction, records the
 //!   client-side time at which each INSERT's commit returned, waits until the running worker
@@ -264,12 +267,53 @@ fn fixture(opts: &Opts) -> anyhow::Result<()> {
     std::fs::write(out.join("body.html"), &rendered.html)?;
     std::fs::write(out.join("body.txt"), &rendered.text)?;
     std::fs::write(out.join("data.json"), serde_json::to_string(&data)?)?;
+    let byo_html = adopt_worker::bench_fixture::byo_newsletter_html();
+    let byo = json!({ "subject": adopt_worker::bench_fixture::BYO_SUBJECT, "body": byo_html });
+    std::fs::write(out.join("byo.json"), serde_json::to_string(&byo)?)?;
+    copy_templates(&templates, &out.join("templates"))?;
     println!(
         "fixture: newsletter with {pets} featured pets: html={} bytes text={} bytes data={} bytes",
         rendered.html.len(),
         rendered.text.len(),
         serde_json::to_string(&data)?.len()
     );
+    println!(
+        "fixture: bring-your-own HTML ({}): html={} bytes in template_data, {} links",
+        adopt_worker::bench_fixture::BYO_TEMPLATE,
+        byo_html.len(),
+        byo_html.matches("<a ").count()
+    );
+    Ok(())
+}
+
+/// Copies the templates directory (one level of template directories) to `to`, adding the
+/// bring-your-own-HTML template.
+fn copy_templates(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use adopt_worker::bench_fixture as byo;
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .context("a directory entry without a name")?;
+        if path.is_dir() {
+            std::fs::create_dir_all(to.join(name))?;
+            for file in std::fs::read_dir(&path)? {
+                let file = file?.path();
+                if file.is_file() {
+                    let file_name = file.file_name().context("a file without a name")?;
+                    std::fs::copy(&file, to.join(name).join(file_name))?;
+                }
+            }
+        } else {
+            std::fs::copy(&path, to.join(name))?;
+        }
+    }
+    let dir = to.join(byo::BYO_TEMPLATE);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("template.toml"), byo::BYO_TEMPLATE_TOML)?;
+    std::fs::write(dir.join("subject.txt"), byo::BYO_TEMPLATE_SUBJECT)?;
+    std::fs::write(dir.join("body.html"), byo::BYO_TEMPLATE_HTML)?;
     Ok(())
 }
 

@@ -3,6 +3,8 @@
 //! services that queue email.
 
 pub mod api;
+#[doc(hidden)]
+pub mod bench_fixture;
 pub mod bounces;
 pub mod cli;
 pub mod config;

@@ -22,8 +22,8 @@ use crate::config::TrackingSettings;
 use crate::queue::EmailType;
 
 pub use links::{
-    RedirectHosts, decode_attr, is_safe_href, neutralize_unsafe_hrefs, rewrite_links,
-    tracked_target, valid_host_entry,
+    HrefSlot, RedirectHosts, decode_attr, escape_attr, href_slots, href_url, is_safe_href,
+    neutralize_unsafe_hrefs, rewrite_links, tracked_target, valid_host_entry,
 };
 
 type HmacSha256 = Hmac<Sha256>;
@@ -230,26 +230,43 @@ impl Tracker {
     /// changes nothing) and very long URLs.
     pub fn inject(&self, email_id: Uuid, html: &str, unsubscribe_url: Option<&str>) -> String {
         let mut out = rewrite_links(html, |url| {
-            let skip = !is_http_url(url)
-                || url.starts_with(&self.prefix)
-                || unsubscribe_url.is_some_and(|u| !u.is_empty() && u == url)
-                || url.to_ascii_lowercase().contains("unsubscribe")
-                || url.len() > MAX_TRACKED_URL_BYTES;
-            if skip {
-                return None;
-            }
-            let target = tracked_target(url, &self.redirect_hosts)?;
-            Some(self.click_url(email_id, &target))
+            self.tracked_link(email_id, url, unsubscribe_url)
         });
+        self.add_pixel(email_id, &mut out);
+        out
+    }
+
+    /// The signed click URL that replaces the (decoded) link `url` in this email, or `None`
+    /// to leave it: see [`Tracker::inject`]. Links marked `data-notrack` are the caller's.
+    pub fn tracked_link(
+        &self,
+        email_id: Uuid,
+        url: &str,
+        unsubscribe_url: Option<&str>,
+    ) -> Option<String> {
+        let skip = !is_http_url(url)
+            || url.starts_with(&self.prefix)
+            || unsubscribe_url.is_some_and(|u| !u.is_empty() && u == url)
+            || url.to_ascii_lowercase().contains("unsubscribe")
+            || url.len() > MAX_TRACKED_URL_BYTES;
+        if skip {
+            return None;
+        }
+        let target = tracked_target(url, &self.redirect_hosts)?;
+        Some(self.click_url(email_id, &target))
+    }
+
+    /// The open pixel before `</body>`, unless the HTML already has one: see
+    /// [`Tracker::inject`].
+    pub fn add_pixel(&self, email_id: Uuid, html: &mut String) {
         let open_prefix = format!("{}o/", self.prefix);
-        if !out.contains(&open_prefix) {
+        if !html.contains(&open_prefix) {
             let pixel = format!(
                 r#"<img src="{}" width="1" height="1" alt="" style="display:none">"#,
                 links::escape_attr(&self.open_url(email_id))
             );
-            links::insert_before_body_end(&mut out, &pixel);
+            links::insert_before_body_end(html, &pixel);
         }
-        out
     }
 }
 

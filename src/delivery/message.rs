@@ -3,6 +3,9 @@
 
 mod headers;
 mod qp;
+pub mod text;
+
+pub use text::{WIDTH as TEXT_WIDTH, html_to_text, html_to_words};
 
 use lettre::address::Envelope;
 use lettre::message::header::{ContentTransferEncoding, Header, HeaderName, HeaderValue};
@@ -237,12 +240,6 @@ fn crlf_line_endings(text: &str) -> (String, Shape) {
         }
     }
     (out, shape)
-}
-
-/// A text part for HTML-only mail, by a real HTML-to-text converter (links kept as
-/// footnotes), not a tag stripper.
-pub fn html_to_text(html: &str) -> String {
-    html2text::from_read(html.as_bytes(), 78).unwrap_or_else(|_| String::new())
 }
 
 fn single_line<'a>(field: &'static str, value: &'a str) -> Result<&'a str, InvalidEmail> {

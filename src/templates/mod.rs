@@ -12,6 +12,9 @@ mod admin;
 mod cache;
 mod check;
 pub mod files;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod golden;
 mod lookup;
 mod preinline;
 #[cfg(test)]
@@ -43,6 +46,8 @@ pub use admin::{
 pub use check::{CheckReport, SampleApp, example_data};
 pub use files::Problem;
 pub use lookup::{Candidate, Mode, Step, normalize_locale};
+#[doc(hidden)]
+pub use render::inline_css;
 pub use render::{EMBEDDED_LAYOUT, Parts};
 pub use store::{SYSTEM_USER_EMAIL, SYSTEM_USER_ID};
 pub use sync::{Force, SyncEntry, SyncOutcome, SyncReport};
@@ -637,12 +642,118 @@ impl RenderJob {
             unsubscribe_url: &self.unsubscribe,
             year: chrono::Utc::now().year(),
         };
-        let mut parts = self.compiled.compiled.render(&self.data, &common)?;
-        if let Some((email_id, t)) = &self.tracker {
-            let unsubscribe = Some(self.unsubscribe.as_str()).filter(|u| !u.is_empty());
-            parts.html = t.inject(*email_id, &parts.html, unsubscribe);
+        render_and_track(
+            &self.compiled.compiled,
+            &self.data,
+            &common,
+            self.tracker.as_ref().map(|(id, t)| (*id, t)),
+        )
+    }
+}
+
+/// Renders, then tracks the HTML when `tracker` is given: links in the pass that puts the
+/// recipient's values into a cached document where there is one (see `render`), else by
+/// [`Tracker::inject`] over the rendered HTML.
+fn render_and_track(
+    compiled: &render::Compiled,
+    data: &Map<String, Value>,
+    common: &render::Common<'_>,
+    tracker: Option<(Uuid, &Tracker)>,
+) -> Result<Parts, render::RenderProblem> {
+    let Some((email_id, t)) = tracker else {
+        return compiled.render(data, common);
+    };
+    let unsubscribe = Some(common.unsubscribe_url).filter(|u| !u.is_empty());
+    let link = |url: &str| t.tracked_link(email_id, url, unsubscribe);
+    let (mut parts, links_tracked) = compiled.render_tracked(data, common, Some(&link))?;
+    if links_tracked {
+        t.add_pixel(email_id, &mut parts.html);
+    } else {
+        parts.html = t.inject(email_id, &parts.html, unsubscribe);
+    }
+    Ok(parts)
+}
+
+/// Template sources compiled with the embedded layout and rendered without a database, as a
+/// send renders them (CSS inlined, text part made when there is no `body.txt`): for
+/// `examples/render_bench.rs` and other measurements.
+#[doc(hidden)]
+pub struct Standalone(render::Compiled);
+
+#[doc(hidden)]
+impl Standalone {
+    /// `variables`: the `[[variables]]` declarations as JSON.
+    pub fn new(
+        subject: &str,
+        html: &str,
+        text: Option<&str>,
+        variables: Value,
+    ) -> Result<Standalone, String> {
+        let variables = serde_json::from_value(variables).map_err(|e| e.to_string())?;
+        let src = render::Sources {
+            subject,
+            html,
+            text,
+        };
+        render::Compiled::new(src, EMBEDDED_LAYOUT, variables)
+            .map(Standalone)
+            .map_err(|issues| {
+                issues
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+    }
+
+    fn common<'a>(recipient_email: &'a str, unsubscribe_url: &'a str) -> render::Common<'a> {
+        render::Common {
+            app_name: "Adopt Don't Shop",
+            app_base_url: "https://adoptdontshop.com",
+            app_support_email: "support@adoptdontshop.com",
+            recipient_email,
+            recipient_name: None,
+            unsubscribe_url,
+            year: 2026,
         }
-        Ok(parts)
+    }
+
+    pub fn render(
+        &self,
+        data: &Map<String, Value>,
+        recipient_email: &str,
+        unsubscribe_url: &str,
+    ) -> Result<Parts, String> {
+        let common = Self::common(recipient_email, unsubscribe_url);
+        self.0.render(data, &common).map_err(|e| e.to_string())
+    }
+
+    /// [`Standalone::render`] and tracking, as the worker renders a tracked email.
+    pub fn render_tracked(
+        &self,
+        data: &Map<String, Value>,
+        recipient_email: &str,
+        unsubscribe_url: &str,
+        tracker: &Tracker,
+        email_id: Uuid,
+    ) -> Result<Parts, String> {
+        let common = Self::common(recipient_email, unsubscribe_url);
+        render_and_track(&self.0, data, &common, Some((email_id, tracker)))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The HTML as Tera makes it, before CSS inlining.
+    pub fn tera_html(
+        &self,
+        data: &Map<String, Value>,
+        recipient_email: &str,
+        unsubscribe_url: &str,
+    ) -> Result<String, String> {
+        let ctx = render::context(data, &Self::common(recipient_email, unsubscribe_url));
+        self.0
+            .tera
+            .render(files::HTML, &ctx)
+            .map_err(|e| e.to_string())
     }
 }
 

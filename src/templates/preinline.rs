@@ -520,6 +520,83 @@ fn check_rules(css: &str) -> Result<(), Unsupported> {
     Ok(())
 }
 
+/// Whether every occurrence of `mark` (a string of private-use characters standing in for a
+/// recipient's value, see `render::Masked`) in the rendered `html` is where its value cannot
+/// change which CSS rules apply or how it is serialised: in text, in a comment, in `<title>`,
+/// or in an attribute value other than `class`, `id` and `style`; and whether the `<style>`
+/// rules have no attribute selector (`[href^=...]` could match the value). Not in
+/// `<style>`/`<script>`/`<textarea>`, nor in a tag or attribute name.
+pub(super) fn masks_are_inert(html: &str, mark: &str) -> bool {
+    let mut scanner = Scanner::new();
+    let mut rest = html;
+    while let Some(at) = rest.find(mark) {
+        scanner.text(&rest[..at]);
+        let inert = match scanner.state {
+            Html::Data | Html::Comment | Html::Raw("title") => true,
+            Html::AttrValue(_) => !matches!(scanner.attr_name.as_str(), "class" | "id" | "style"),
+            Html::Tag | Html::Raw(_) => false,
+        };
+        if !inert {
+            return false;
+        }
+        rest = &rest[at + mark.len()..];
+    }
+    if rest.len() == html.len() {
+        // No mark: the document is the same for every recipient.
+        return true;
+    }
+    !style_rules(html).any(|css| rule_preludes(css).any(|p| p.contains('[')))
+}
+
+/// The text of each `<style>` element (any letter case).
+fn style_rules(html: &str) -> impl Iterator<Item = &str> {
+    let mut rest = html;
+    std::iter::from_fn(move || {
+        loop {
+            let open = find_ignore_case(rest, "<style")?;
+            let after = &rest[open + 6..];
+            if !after
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_whitespace() || b == b'>' || b == b'/')
+            {
+                rest = after;
+                continue;
+            }
+            let body_start = after.find('>')? + 1;
+            let body = &after[body_start..];
+            let end = find_ignore_case(body, "</style").unwrap_or(body.len());
+            rest = &body[end..];
+            return Some(&body[..end]);
+        }
+    })
+}
+
+fn find_ignore_case(haystack: &str, needle: &str) -> Option<usize> {
+    let n = needle.as_bytes();
+    haystack
+        .as_bytes()
+        .windows(n.len())
+        .position(|w| w.eq_ignore_ascii_case(n))
+}
+
+/// The preludes (selectors, or at-rule heads) of a stylesheet's rules, nested ones included.
+fn rule_preludes(css: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    css.char_indices().filter_map(move |(i, c)| match c {
+        '{' => {
+            let p = &css[start..i];
+            start = i + 1;
+            Some(p)
+        }
+        '}' | ';' => {
+            start = i + 1;
+            None
+        }
+        _ => None,
+    })
+}
+
 /// The standalone, CSS-inlined Tera source of `child` (a `body.html`) in `layout`, or why
 /// it cannot be built. `inline` is the same inliner per-email rendering uses.
 pub(super) fn build(

@@ -99,6 +99,9 @@ pub struct Common<'a> {
 /// The name of the flattened, CSS-inlined HTML template, when there is one.
 const PREINLINED: &str = "body.preinlined.html";
 
+/// What a tracked link's (decoded) URL becomes in one email, or `None` to leave it.
+pub type LinkRewrite<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
 /// A compiled template version, ready to render any number of times.
 pub struct Compiled {
     pub(super) tera: Tera,
@@ -106,6 +109,10 @@ pub struct Compiled {
     /// Whether [`PREINLINED`] holds the HTML with its CSS already inlined (see
     /// `preinline`), checked against per-email inlining on the examples.
     preinlined: bool,
+    /// Per-email inlining's results by document, the recipient's values masked (see
+    /// [`Masked`]): HTML passed through the data (`{{ body | safe }}`) is usually the same
+    /// for every recipient of a campaign.
+    css_cache: CssCache,
     /// Sources by file name, to quote expressions in errors.
     sources: Vec<(&'static str, String)>,
     pub variables: Vec<VariableDecl>,
@@ -147,6 +154,7 @@ impl Compiled {
             tera,
             has_text: text.is_some(),
             preinlined: false,
+            css_cache: CssCache::default(),
             sources,
             variables,
         };
@@ -203,6 +211,21 @@ impl Compiled {
         data: &Map<String, Value>,
         common: &Common<'_>,
     ) -> Result<Parts, RenderProblem> {
+        self.render_tracked(data, common, None)
+            .map(|(parts, _)| parts)
+    }
+
+    /// [`Compiled::render`], and with `track` (the link rewrite of
+    /// [`Tracker::tracked_link`](crate::tracking::Tracker::tracked_link) for this email) the
+    /// links rewritten in the same pass when the document is a cached one: `true` then, and
+    /// only the open pixel is left to add. `false`: the caller tracks the HTML as usual.
+    pub fn render_tracked(
+        &self,
+        data: &Map<String, Value>,
+        common: &Common<'_>,
+        track: Option<&LinkRewrite<'_>>,
+    ) -> Result<(Parts, bool), RenderProblem> {
+        let mut tracked = false;
         vars::validate(&self.variables, data)?;
         let ctx = context(data, common);
         let render = |name: &str| {
@@ -216,32 +239,375 @@ impl Compiled {
         if n > files::MAX_SUBJECT_CHARS {
             return Err(RenderProblem::SubjectTooLong(n));
         }
+        let mut cached = None;
+        let mut neutralized = false;
         let html = match self.preinlined {
             // An error is reported from the original sources, whose lines the author knows.
             true => match self.tera.render(PREINLINED, &ctx) {
                 Ok(html) => html,
                 Err(_) => inline_css(&render(files::HTML)?).map_err(RenderProblem::Css)?,
             },
-            false => inline_css(&render(files::HTML)?).map_err(RenderProblem::Css)?,
+            false => match self.inline_cached(data, common)? {
+                // Seen once so far: this email goes the per-email way from the shared
+                // inlining (its links, text and tracking from its own HTML).
+                Some((entry, true, masked)) => masked.substitute(entry.doc()),
+                // The shared links and text part hold for this email only when its values
+                // leave every link holding a mark as safe as the masked one was.
+                Some((entry, false, masked)) => match (entry.neutralized_for(&masked), track) {
+                    (Some(doc), Some(track)) => {
+                        neutralized = true;
+                        tracked = true;
+                        let html = entry.tracked(doc, &masked, track);
+                        cached = Some((entry, masked));
+                        html
+                    }
+                    (Some(doc), None) => {
+                        neutralized = true;
+                        let html = masked.substitute(doc);
+                        cached = Some((entry, masked));
+                        html
+                    }
+                    (None, _) => masked.substitute(entry.doc()),
+                },
+                None => inline_css(&render(files::HTML)?).map_err(RenderProblem::Css)?,
+            },
         };
         // Whatever the data held, no `javascript:`/`data:` link reaches a reader (nor the
         // text part made from this HTML).
-        let html = match crate::tracking::neutralize_unsafe_hrefs(&html) {
-            std::borrow::Cow::Borrowed(_) => html,
-            std::borrow::Cow::Owned(safe) => safe,
+        let html = match neutralized {
+            true => html,
+            false => match crate::tracking::neutralize_unsafe_hrefs(&html) {
+                std::borrow::Cow::Borrowed(_) => html,
+                std::borrow::Cow::Owned(safe) => safe,
+            },
         };
         let text = if self.has_text {
             render(files::TEXT)?.trim().to_string()
         } else {
-            crate::delivery::message::html_to_text(&html)
-                .trim()
-                .to_string()
+            // From the cached document's text, laid out with this recipient's values (what
+            // this email's HTML gives, line for line), else from this email's HTML.
+            let laid_out = cached
+                .as_ref()
+                .and_then(|(entry, masked)| entry.text().lay_out(&|s| masked.substitute(s)));
+            match (laid_out, &cached) {
+                (Some(text), _) => text,
+                // The HTML is tracked already: the text is made from it untracked.
+                (None, Some((entry, masked))) if tracked => {
+                    let doc = entry.derived().neutralized.as_deref().unwrap_or_default();
+                    let untracked = masked.substitute(doc);
+                    crate::delivery::message::html_to_text(&untracked)
+                }
+                (None, _) => crate::delivery::message::html_to_text(&html),
+            }
+            .trim()
+            .to_string()
         };
-        Ok(Parts {
-            subject,
-            html,
-            text,
+        Ok((
+            Parts {
+                subject,
+                html,
+                text,
+            },
+            tracked,
+        ))
+    }
+}
+
+impl Compiled {
+    /// The CSS-inlined HTML from the cache of per-email inlining, when the document is the
+    /// same as an earlier one but for the recipient's values (or is new and can be cached):
+    /// `None` means inline this email's HTML on its own.
+    fn inline_cached<'a>(
+        &self,
+        data: &Map<String, Value>,
+        common: &Common<'a>,
+    ) -> Result<Option<(std::sync::Arc<CacheEntry>, bool, Masked<'a>)>, RenderProblem> {
+        let Some(masked) = Masked::new(common) else {
+            return Ok(None);
+        };
+        let Ok(masked_html) = self
+            .tera
+            .render(files::HTML, &context(data, &masked.common()))
+        else {
+            return Ok(None);
+        };
+        let entry = self.css_cache.inlined(&masked_html, &masked.mark)?;
+        Ok(entry.map(|(e, first)| (e, first, masked)))
+    }
+}
+
+/// The recipient's values in a render (`recipient.email`, `recipient.name`,
+/// `unsubscribe_url`) replaced by marks of private-use characters with a per-process random
+/// part, so that the HTML of a campaign's emails is one document whatever the recipient, and
+/// is inlined once. Only values that inlining leaves as they are, in text and in attribute
+/// values alike, are masked (none of `& < > "`, CR, NUL, U+00A0, which the parser or the
+/// serialiser would change); an empty value stays empty, so `{% if unsubscribe_url %}` takes
+/// the same branch. After inlining, each mark is replaced by its value.
+struct Masked<'a> {
+    original: Common<'a>,
+    /// The marks' common prefix.
+    mark: String,
+    email: String,
+    name: String,
+    unsubscribe: String,
+}
+
+/// Starts every mark: a private-use character that no value may hold (the text part knows
+/// a block holding it depends on a recipient's value).
+const MARK: char = crate::delivery::message::text::MASK;
+const MARK_END: char = '\u{E011}';
+
+fn mark_prefix() -> &'static str {
+    static PREFIX: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{MARK}{}", crate::delivery::message::text::nonce()));
+    &PREFIX
+}
+
+fn inert(value: &str) -> bool {
+    !value.contains(['&', '<', '>', '"', '\r', '\0', '\u{A0}', MARK, MARK_END])
+        // The text part collapses whitespace and drops zero-width characters: a value it
+        // would change is not masked either.
+        && !value.contains(['\t', '\n', '\x0c', '\u{200B}', '\u{200C}', '\u{200D}'])
+        && !value.contains(['\u{2060}', '\u{FEFF}', '\u{034F}', '\u{00AD}'])
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
+        && !value.contains("  ")
+}
+
+impl<'a> Masked<'a> {
+    fn new(c: &Common<'a>) -> Option<Masked<'a>> {
+        let name = c.recipient_name.unwrap_or("");
+        if ![c.recipient_email, name, c.unsubscribe_url]
+            .iter()
+            .all(|v| inert(v))
+        {
+            return None;
+        }
+        let mark = mark_prefix().to_string();
+        let masked = |v: &str, k: char| {
+            if v.is_empty() {
+                String::new()
+            } else {
+                format!("{mark}{k}{MARK_END}")
+            }
+        };
+        Some(Masked {
+            original: c.clone(),
+            email: masked(c.recipient_email, 'e'),
+            name: masked(name, 'n'),
+            unsubscribe: masked(c.unsubscribe_url, 'u'),
+            mark,
         })
+    }
+
+    fn common(&self) -> Common<'_> {
+        Common {
+            recipient_email: &self.email,
+            recipient_name: self.original.recipient_name.map(|_| self.name.as_str()),
+            unsubscribe_url: &self.unsubscribe,
+            ..self.original.clone()
+        }
+    }
+
+    /// The inlined document with each mark replaced by its value.
+    fn substitute(&self, doc: &str) -> String {
+        let mut out = String::with_capacity(doc.len() + 256);
+        self.substitute_into(&mut out, doc);
+        out
+    }
+
+    fn substitute_into(&self, out: &mut String, doc: &str) {
+        let mut rest = doc;
+        while let Some(at) = rest.find(self.mark.as_str()) {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + self.mark.len()..];
+            let mut kinds = after.chars();
+            let value = match (kinds.next(), kinds.next()) {
+                (Some('e'), Some(MARK_END)) => self.original.recipient_email,
+                (Some('n'), Some(MARK_END)) => self.original.recipient_name.unwrap_or(""),
+                (Some('u'), Some(MARK_END)) => self.original.unsubscribe_url,
+                // Not a mark of ours (cannot happen: the cache checked every mark survived).
+                _ => {
+                    out.push_str(&self.mark);
+                    rest = after;
+                    continue;
+                }
+            };
+            out.push_str(value);
+            rest = &after[1 + MARK_END.len_utf8()..];
+        }
+        out.push_str(rest);
+    }
+}
+
+/// How many documents each template version keeps (a campaign or two at a time).
+const CSS_CACHE_ENTRIES: usize = 4;
+
+/// Inlined documents by their masked HTML; see [`Masked`].
+#[derive(Default)]
+struct CssCache {
+    entries: std::sync::Mutex<Vec<std::sync::Arc<CacheEntry>>>,
+}
+
+struct CacheEntry {
+    hash: u64,
+    masked_html: String,
+    /// `None`: a mark is where its value could change the result (see
+    /// `preinline::masks_are_inert`), so each email is inlined on its own.
+    inlined: Option<String>,
+    mark: String,
+    /// Made when the document comes a second time (a document seen once costs no more than
+    /// inlining it): its unsafe links neutralised and the places of its links.
+    derived: std::sync::OnceLock<Derived>,
+    /// The text part of the neutralised document, before wrapping.
+    text: std::sync::OnceLock<crate::delivery::message::text::TextDoc>,
+}
+
+struct Derived {
+    /// The document with its unsafe links neutralised, when no link holding a mark was unsafe
+    /// with the marks in place; the raw values of the links holding a mark, to check with
+    /// each recipient's values.
+    neutralized: Option<String>,
+    mark_hrefs: Vec<String>,
+    /// The links of `neutralized`, for tracking in the pass that puts the values in.
+    slots: Vec<crate::tracking::HrefSlot>,
+}
+
+impl Derived {
+    fn new(doc: &str, mark: &str) -> Derived {
+        let marked: Vec<&str> = crate::tracking::href_slots(doc)
+            .iter()
+            .map(|slot| &doc[slot.value.0..slot.value.1])
+            .filter(|h| h.contains(mark))
+            .collect();
+        let safe_masked = marked
+            .iter()
+            .all(|raw| crate::tracking::is_safe_href(&crate::tracking::decode_attr(raw)));
+        if !safe_masked {
+            return Derived {
+                neutralized: None,
+                mark_hrefs: Vec::new(),
+                slots: Vec::new(),
+            };
+        }
+        let safe = crate::tracking::neutralize_unsafe_hrefs(doc).into_owned();
+        Derived {
+            slots: crate::tracking::href_slots(&safe),
+            neutralized: Some(safe),
+            mark_hrefs: marked.into_iter().map(str::to_string).collect(),
+        }
+    }
+}
+
+impl CacheEntry {
+    fn doc(&self) -> &str {
+        self.inlined.as_deref().unwrap_or_default()
+    }
+
+    fn derived(&self) -> &Derived {
+        self.derived
+            .get_or_init(|| Derived::new(self.doc(), &self.mark))
+    }
+
+    /// Only for an email [`CacheEntry::neutralized_for`] accepted.
+    fn text(&self) -> &crate::delivery::message::text::TextDoc {
+        self.text.get_or_init(|| match &self.derived().neutralized {
+            Some(doc) => crate::delivery::message::text::html_to_text_doc(doc),
+            None => {
+                let doc = crate::tracking::neutralize_unsafe_hrefs(self.doc());
+                crate::delivery::message::text::html_to_text_doc(&doc)
+            }
+        })
+    }
+
+    /// The neutralised document with this recipient's values in place and every link tracking
+    /// asks for rewritten, in one pass: what [`Tracker::inject`](crate::tracking::Tracker)
+    /// makes of the email's HTML but the open pixel, which the caller adds. Only for a
+    /// document [`CacheEntry::neutralized_for`] gave.
+    fn tracked(&self, doc: &str, masked: &Masked<'_>, track: &LinkRewrite<'_>) -> String {
+        let mut out = String::with_capacity(doc.len() + doc.len() / 8);
+        let mut at = 0;
+        for slot in self.derived().slots.iter().filter(|s| !s.notrack) {
+            let raw = &doc[slot.value.0..slot.value.1];
+            let real;
+            let raw = if raw.contains(masked.mark.as_str()) {
+                real = masked.substitute(raw);
+                real.as_str()
+            } else {
+                raw
+            };
+            if let Some(new) = track(&crate::tracking::href_url(raw)) {
+                masked.substitute_into(&mut out, &doc[at..slot.region.0]);
+                out.push('"');
+                out.push_str(&crate::tracking::escape_attr(&new));
+                out.push('"');
+                at = slot.region.1;
+            }
+        }
+        masked.substitute_into(&mut out, &doc[at..]);
+        out
+    }
+
+    /// The neutralised document, when this recipient's values leave every link holding a mark
+    /// safe: then it is, values put in, what neutralising this email's HTML gives.
+    fn neutralized_for(&self, masked: &Masked<'_>) -> Option<&str> {
+        let derived = self.derived();
+        let doc = derived.neutralized.as_deref()?;
+        derived
+            .mark_hrefs
+            .iter()
+            .all(|raw| {
+                let real = masked.substitute(raw);
+                crate::tracking::is_safe_href(&crate::tracking::decode_attr(&real))
+            })
+            .then_some(doc)
+    }
+}
+
+impl CssCache {
+    /// The entry for this document, inlined now if new (then `true`: seen for the first
+    /// time); `None` when it cannot be shared.
+    fn inlined(
+        &self,
+        masked_html: &str,
+        mark: &str,
+    ) -> Result<Option<(std::sync::Arc<CacheEntry>, bool)>, RenderProblem> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        masked_html.hash(&mut hasher);
+        let hash = hasher.finish();
+        {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = entries
+                .iter()
+                .position(|e| e.hash == hash && e.masked_html == masked_html)
+            {
+                let entry = entries.remove(i);
+                entries.push(entry.clone());
+                return Ok(entry.inlined.is_some().then_some((entry, false)));
+            }
+        }
+        let inlined = if preinline::masks_are_inert(masked_html, mark) {
+            let doc = inline_css(masked_html).map_err(RenderProblem::Css)?;
+            // Every mark came through the parser and serialiser whole.
+            (doc.matches(mark).count() == masked_html.matches(mark).count()).then_some(doc)
+        } else {
+            None
+        };
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CSS_CACHE_ENTRIES {
+            entries.remove(0);
+        }
+        let entry = std::sync::Arc::new(CacheEntry {
+            hash,
+            masked_html: masked_html.to_string(),
+            inlined,
+            mark: mark.to_string(),
+            derived: std::sync::OnceLock::new(),
+            text: std::sync::OnceLock::new(),
+        });
+        entries.push(entry.clone());
+        Ok(entry.inlined.is_some().then_some((entry, true)))
     }
 }
 
@@ -315,18 +681,44 @@ pub fn one_line(s: &str) -> String {
 /// Inlines `<style>` rules into `style` attributes for mail clients that drop `<style>`;
 /// at-rules (the `@media` queries) stay in a `<style>` element for those that keep it.
 /// Remote stylesheets are never fetched (the crate is built without that feature).
+///
+/// Only HTML with a `<style>` element (in any letter case) is parsed at all: without one there
+/// is nothing to inline, and the parse and serialisation are most of the cost. css-inline
+/// (0.17) takes no parsed stylesheet: each call parses its `<style>` text and each selector
+/// again (`InlineOptions::cache` keeps remote stylesheets' text only), so there is no parsed
+/// result to reuse across emails (README "Performance").
 pub fn inline_css(html: &str) -> Result<String, String> {
-    // Nothing to inline (and the parse/serialise is most of the render's cost).
-    if !html.contains("<style") && !html.contains("<STYLE") {
+    if !has_style_element(html) {
         return Ok(html.to_string());
     }
     css_inline::CSSInliner::options()
         .keep_style_tags(false)
         .keep_at_rules(true)
         .load_remote_stylesheets(false)
+        // The document's nodes, roughly (tags and the text between them), so the tree is
+        // not grown by doubling from css-inline's default of 32.
+        .preallocate_node_capacity(html.len() / 24)
         .build()
         .inline(html)
         .map_err(|e| e.to_string())
+}
+
+/// Whether `html` has a `<style` tag, in any letter case (`<Style>` too).
+fn has_style_element(html: &str) -> bool {
+    let bytes = html.as_bytes();
+    let mut from = 0;
+    while let Some(off) = html.get(from..).and_then(|rest| rest.find('<')) {
+        let at = from + off;
+        let name = bytes.get(at + 1..at + 6);
+        let after = bytes.get(at + 6).copied();
+        if name.is_some_and(|n| n.eq_ignore_ascii_case(b"style"))
+            && after.is_none_or(|b| b.is_ascii_whitespace() || b == b'>' || b == b'/')
+        {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
 }
 
 /// Turns a Tera error into located issues. Syntax and render errors carry their span;
@@ -632,6 +1024,276 @@ mod tests {
     fn html_without_styles_is_left_as_rendered() {
         let html = "<p class=\"x\">Hi</p>";
         assert_eq!(inline_css(html).unwrap(), html);
+        let not_style = "<p><styles>not an element</styles> <stylex> a < b</p>";
+        assert_eq!(inline_css(not_style).unwrap(), not_style);
+    }
+
+    #[test]
+    fn a_style_element_in_any_case_is_inlined() {
+        for tag in [
+            "<style>",
+            "<STYLE>",
+            "<Style type=\"text/css\">",
+            "<style\n>",
+        ] {
+            let html = format!(
+                "<html><head>{tag}p {{ color: red }}</style></head><body><p>x</p></body></html>"
+            );
+            assert!(has_style_element(&html), "{tag}");
+            let out = inline_css(&html).unwrap();
+            assert!(
+                out.contains(r#"<p style="color: red;">x</p>"#),
+                "{tag}: {out}"
+            );
+        }
+    }
+
+    fn compile_body(html: &str) -> Compiled {
+        let decls =
+            serde_json::from_value(json!([{"name": "body", "type": "string", "required": true}]))
+                .unwrap();
+        Compiled::new(
+            Sources {
+                subject: "s",
+                html,
+                text: None,
+            },
+            EMBEDDED_LAYOUT,
+            decls,
+        )
+        .unwrap()
+    }
+
+    /// What per-email inlining makes of this email, for comparison with the cache.
+    fn inlined_alone(c: &Compiled, data: &Map<String, Value>, common: &Common<'_>) -> String {
+        let html = c.tera.render(files::HTML, &context(data, common)).unwrap();
+        inline_css(&html).unwrap()
+    }
+
+    /// The text part made from this email's own HTML.
+    fn text_alone(html: &str) -> String {
+        let html = crate::tracking::neutralize_unsafe_hrefs(html);
+        crate::delivery::message::html_to_text(&html)
+            .trim()
+            .to_string()
+    }
+
+    fn cached_entries(c: &Compiled) -> Vec<bool> {
+        c.css_cache
+            .entries
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.inlined.is_some())
+            .collect()
+    }
+
+    const BYO: &str =
+        "{% extends \"layout.html\" %}{% block content %}{{ body | safe }}{% endblock content %}";
+
+    #[test]
+    fn html_from_the_data_is_inlined_once_per_document_and_is_what_inlining_each_email_gives() {
+        let c = compile_body(BYO);
+        assert!(!c.css_preinlined());
+        let body = crate::bench_fixture::byo_newsletter_html();
+        let d = data(json!({ "body": body }));
+        let recipients = [
+            ("maya@example.com", Some("Maya"), "https://api.example/u/t1"),
+            ("o'brien+news@example.org", None, ""),
+            (
+                "søren@exämple.dk",
+                Some("Søren Ødegård"),
+                "https://api.example/u/t2?x=y",
+            ),
+            ("a@b.example", Some(""), "https://api.example/u/t3"),
+        ];
+        for (email, name, unsubscribe) in recipients {
+            let common = Common {
+                recipient_email: email,
+                recipient_name: name,
+                unsubscribe_url: unsubscribe,
+                ..common()
+            };
+            for _ in 0..2 {
+                let p = c.render(&d, &common).unwrap();
+                assert_eq!(p.html, inlined_alone(&c, &d, &common), "{email}");
+                assert_eq!(p.text, text_alone(&p.html), "{email}");
+                assert!(p.html.contains(email));
+            }
+        }
+        // One document with an unsubscribe link, one without.
+        assert_eq!(cached_entries(&c), [true, true]);
+        // Values the parser or serialiser would change are never substituted.
+        let odd = Common {
+            recipient_email: "tom&jerry@example.com",
+            recipient_name: Some("Tom \"TJ\" <Jerry>"),
+            ..common()
+        };
+        let p = c.render(&d, &odd).unwrap();
+        assert_eq!(p.html, inlined_alone(&c, &d, &odd));
+        assert_eq!(p.text, text_alone(&p.html));
+        assert_eq!(cached_entries(&c).len(), 2);
+    }
+
+    /// The text part laid out from the shared document with each recipient's values wraps,
+    /// prints and dedups links exactly as the text made from that recipient's HTML.
+    #[test]
+    fn the_text_part_of_a_shared_document_is_each_recipients_own() {
+        let c = compile_body(
+            "{% extends \"layout.html\" %}{% block content %}<style>p { color: #333 }</style>\
+             <p>Dear {{ recipient.name }}, this paragraph is long enough that the name decides where its lines wrap, as it should.</p>\
+             <p>Write to <a href=\"mailto:{{ recipient.email }}\">{{ recipient.email }}</a> or \
+             <a href=\"mailto:{{ recipient.email }}\">to yourself</a>; {{ body | safe }}</p>\
+             <ul><li><a href=\"{{ unsubscribe_url }}\"><img src=\"x.png\" alt=\"{{ recipient.name }}\"></a></li>\
+             <li><a href=\"{{ unsubscribe_url }}\"><img src=\"x.png\"></a> after</li></ul>{% endblock content %}",
+        );
+        let bodies = [
+            "<a href=\"https://adoptdontshop.com/x\">https://adoptdontshop.com/x</a>",
+            // A literal equal to a recipient's value: the decision is that recipient's.
+            "<a href=\"mailto:maya@example.com\">maya@example.com</a> <a href=\"https://api.example/u/t1\">stop</a>",
+        ];
+        let long_name = "Maximiliana Wolfeschlegelsteinhausenbergerdorff-Okafor de la Cruz";
+        let recipients = [
+            ("maya@example.com", Some("Maya"), "https://api.example/u/t1"),
+            (
+                "a-very-long-address.with.many.parts@subdomain.example.org",
+                Some(long_name),
+                "https://api.example/u/t2",
+            ),
+            ("x@y.example", None, ""),
+            (
+                "maya@example.com",
+                Some("javascript:alert(1)"),
+                "javascript:alert(1)",
+            ),
+        ];
+        for body in bodies {
+            let d = data(json!({ "body": body }));
+            for (email, name, unsubscribe) in recipients {
+                let common = Common {
+                    recipient_email: email,
+                    recipient_name: name,
+                    unsubscribe_url: unsubscribe,
+                    ..common()
+                };
+                // The first email of a document, then one with the shared text and links.
+                for _ in 0..2 {
+                    let p = c.render(&d, &common).unwrap();
+                    assert_eq!(
+                        p.html,
+                        crate::tracking::neutralize_unsafe_hrefs(&inlined_alone(&c, &d, &common)),
+                        "{email}"
+                    );
+                    assert_eq!(p.text, text_alone(&p.html), "{body} / {email}");
+                }
+            }
+        }
+        assert!(cached_entries(&c).iter().all(|ok| *ok));
+    }
+
+    /// A link unsafe with the marks in place but safe with the values (a value in the host):
+    /// that email's links and text part come from its own HTML.
+    #[test]
+    fn a_link_the_marks_make_unsafe_is_checked_on_each_email() {
+        let c = compile_body(
+            "{% extends \"layout.html\" %}{% block content %}<style>p { color: red }</style>\
+             <p><a href=\"https://{{ recipient.name }}.example/p\">site</a> {{ body }}</p>{% endblock content %}",
+        );
+        let d = data(json!({ "body": "hi" }));
+        for _ in 0..2 {
+            let p = c.render(&d, &common()).unwrap();
+            assert_eq!(p.html, inlined_alone(&c, &d, &common()));
+            assert_eq!(p.text, text_alone(&p.html));
+            assert!(
+                p.text.contains("site (https://Maya.example/p)"),
+                "{}",
+                p.text
+            );
+        }
+    }
+
+    /// Links tracked in the pass that puts the values in are what tracking the rendered HTML
+    /// gives, `data-notrack` and the unsubscribe link left alone; the text part is untracked.
+    #[test]
+    fn links_tracked_with_the_values_are_what_tracking_the_html_gives() {
+        use crate::tracking::{RedirectHosts, Tracker};
+        let tracker =
+            Tracker::new(b"0123456789abcdef", "https://t.example", vec![]).with_redirect_hosts(
+                RedirectHosts::new(&["adoptdontshop.com", "*.adoptdontshop.com", "api.example"]),
+            );
+        let c = compile_body(BYO);
+        let body = format!(
+            "{}<p><a href=\"https://www.adoptdontshop.com/kept\" data-notrack>kept</a> \
+             <a href='https://www.adoptdontshop.com/q?a=1&amp;b=2'>quoted</a></p>",
+            crate::bench_fixture::byo_newsletter_html()
+        );
+        let d = data(json!({ "body": body }));
+        for (email, unsubscribe) in [
+            ("maya@example.com", "https://api.example/u/t1"),
+            ("o'brien@example.org", ""),
+        ] {
+            let common = Common {
+                recipient_email: email,
+                unsubscribe_url: unsubscribe,
+                ..common()
+            };
+            let id = uuid::Uuid::from_u128(9);
+            let unsub = Some(unsubscribe).filter(|u| !u.is_empty());
+            let link = |url: &str| tracker.tracked_link(id, url, unsub);
+            let (_, tracked) = c.render_tracked(&d, &common, Some(&link)).unwrap();
+            assert!(!tracked, "a document seen once goes the per-email way");
+            let (mut parts, tracked) = c.render_tracked(&d, &common, Some(&link)).unwrap();
+            assert!(tracked, "a cached document is tracked in the same pass");
+            tracker.add_pixel(id, &mut parts.html);
+            let plain = c.render(&d, &common).unwrap();
+            assert_eq!(
+                parts.html,
+                tracker.inject(id, &plain.html, unsub),
+                "{email}"
+            );
+            assert_eq!(parts.text, plain.text);
+            assert!(parts.html.contains("https://t.example/t/c/"));
+            assert!(!parts.text.contains("https://t.example/"));
+        }
+    }
+
+    #[test]
+    fn a_value_that_could_change_which_rules_apply_is_never_cached() {
+        let c = compile_body(BYO);
+        for body in [
+            // The value in a class, then a rule that matches on an attribute.
+            "<style>.x { color: red }</style><p class=\"{{ recipient.email }}\">x</p>",
+            "<style>a[href*=\"unsubscribe\"] { color: red }</style><p>x</p>",
+        ] {
+            // `{{ }}` in the data is not Tera: put the mark where the layout would.
+            let body = body.replace("{{ recipient.email }}", "maya@example.com");
+            let d = data(json!({ "body": body }));
+            let p = c.render(&d, &common()).unwrap();
+            assert_eq!(p.html, inlined_alone(&c, &d, &common()));
+        }
+        let templated = compile_body(
+            "{% extends \"layout.html\" %}{% block content %}<style>.maya { color: red }</style><p class=\"{{ recipient.name | lower }}\">{{ body }}</p>{% endblock content %}",
+        );
+        let d = data(json!({ "body": "hi" }));
+        let p = templated.render(&d, &common()).unwrap();
+        assert_eq!(p.html, inlined_alone(&templated, &d, &common()));
+        assert!(
+            p.html
+                .contains(r#"<p class="maya" style="margin: 0 0 16px 0;color: red;">"#),
+            "{}",
+            p.html
+        );
+        assert_eq!(cached_entries(&templated), [false]);
+        // The attribute selector (the body's) against the layout's unsubscribe link.
+        let c = compile_body(BYO);
+        let d = data(json!({ "body": "<style>a[href*=\"/u/\"] { color: red }</style>" }));
+        let with_link = Common {
+            unsubscribe_url: "https://api.example/u/t",
+            ..common()
+        };
+        let p = c.render(&d, &with_link).unwrap();
+        assert_eq!(p.html, inlined_alone(&c, &d, &with_link));
+        assert_eq!(cached_entries(&c), [false]);
     }
 
     #[test]

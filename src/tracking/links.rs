@@ -5,8 +5,8 @@
 //! single-quoted or unquoted, in any letter case, and decodes character references in the
 //! value before handing over the URL. Everything it does not rewrite is copied byte for byte.
 //!
-//! (A streaming rewriter such as `lol_html` would also do; it would add a second copy of
-//! `cssparser`/`selectors` beside css-inline's, for one attribute.)
+//! (`lol_html`, which makes the text part, could do this too; this scanner copies what it does
+//! not rewrite byte for byte, which tests and the CSS cache rely on.)
 
 use std::borrow::Cow;
 
@@ -22,9 +22,60 @@ fn rewrite_links_with(
     include_notrack: bool,
     mut rewrite: impl FnMut(&str) -> Option<String>,
 ) -> String {
-    let bytes = html.as_bytes();
     let mut out = String::with_capacity(html.len() + html.len() / 8);
     let mut copied = 0;
+    for_each_href(html, |region, value, notrack| {
+        if notrack && !include_notrack {
+            return;
+        }
+        if let Some(new) = rewrite(&href_url(value)) {
+            out.push_str(&html[copied..region.0]);
+            out.push('"');
+            out.push_str(&escape_attr(&new));
+            out.push('"');
+            copied = region.1;
+        }
+    });
+    out.push_str(&html[copied..]);
+    out
+}
+
+/// The URL of a raw `href` value as the rewrites see it: references decoded, HTML spaces
+/// trimmed.
+pub fn href_url(raw: &str) -> Cow<'_, str> {
+    match decode_attr(raw) {
+        Cow::Borrowed(url) => Cow::Borrowed(url.trim_matches(is_html_space)),
+        Cow::Owned(url) => Cow::Owned(url.trim_matches(is_html_space).to_string()),
+    }
+}
+
+/// Where an `<a href>` is: the region [`rewrite_links`] replaces (with its quotes), the raw
+/// value's bytes, and whether the link is marked `data-notrack`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HrefSlot {
+    pub region: (usize, usize),
+    pub value: (usize, usize),
+    pub notrack: bool,
+}
+
+/// Every `<a href>` of `html`, in order, as the rewrites find them.
+pub fn href_slots(html: &str) -> Vec<HrefSlot> {
+    let mut slots = Vec::new();
+    for_each_href(html, |region, value, notrack| {
+        let start = value.as_ptr() as usize - html.as_ptr() as usize;
+        slots.push(HrefSlot {
+            region,
+            value: (start, start + value.len()),
+            notrack,
+        });
+    });
+    slots
+}
+
+/// Calls `f` with the region to replace (with its quotes), the raw value and the
+/// `data-notrack` mark of every `<a href>`, in order.
+fn for_each_href<'a>(html: &'a str, mut f: impl FnMut((usize, usize), &'a str, bool)) {
+    let bytes = html.as_bytes();
     let mut i = 0;
     while let Some(off) = html[i..].find('<') {
         let p = i + off;
@@ -38,17 +89,10 @@ fn rewrite_links_with(
             let href = tag
                 .name
                 .eq_ignore_ascii_case(b"a")
-                .then(|| href_to_rewrite(html, &tag, include_notrack))
+                .then(|| href_to_rewrite(html, &tag))
                 .flatten();
-            if let Some((region, value)) = href {
-                let url = decode_attr(value);
-                if let Some(new) = rewrite(url.trim_matches(is_html_space)) {
-                    out.push_str(&html[copied..region.0]);
-                    out.push('"');
-                    out.push_str(&escape_attr(&new));
-                    out.push('"');
-                    copied = region.1;
-                }
+            if let Some((region, value, notrack)) = href {
+                f(region, value, notrack);
             }
             i = tag.end;
             let raw_text = [&b"script"[..], b"style", b"textarea", b"title"]
@@ -64,8 +108,6 @@ fn rewrite_links_with(
             break;
         }
     }
-    out.push_str(&html[copied..]);
-    out
 }
 
 /// Inserts `snippet` just before the last `</body>` (any case), or appends it.
@@ -182,22 +224,17 @@ fn scan_start_tag(b: &[u8], p: usize) -> StartTag<'_> {
     }
 }
 
-/// The region to replace (with quotes) and the raw value of the tag's first `href`, unless
-/// the tag carries `data-notrack` (and those are not included).
+/// The region to replace (with quotes) and the raw value of the tag's first `href`, and
+/// whether the tag carries `data-notrack`.
 fn href_to_rewrite<'a>(
     html: &'a str,
     tag: &StartTag<'_>,
-    include_notrack: bool,
-) -> Option<((usize, usize), &'a str)> {
+) -> Option<((usize, usize), &'a str, bool)> {
     let attr_name = |a: &Attr| &html.as_bytes()[a.name.0..a.name.1];
-    if !include_notrack
-        && tag
-            .attrs
-            .iter()
-            .any(|a| attr_name(a).eq_ignore_ascii_case(b"data-notrack"))
-    {
-        return None;
-    }
+    let notrack = tag
+        .attrs
+        .iter()
+        .any(|a| attr_name(a).eq_ignore_ascii_case(b"data-notrack"));
     let href = tag
         .attrs
         .iter()
@@ -208,7 +245,7 @@ fn href_to_rewrite<'a>(
     } else {
         (start, end)
     };
-    Some((region, html.get(start..end)?))
+    Some((region, html.get(start..end)?, notrack))
 }
 
 fn find_from(html: &str, from: usize, needle: &str) -> Option<usize> {

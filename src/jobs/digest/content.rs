@@ -229,13 +229,9 @@ pub(super) fn preview(content: &str, format: &str) -> String {
     format!("{}…", cut.trim_end_matches([',', '.', ';', ':', ' ']))
 }
 
+/// The words of HTML content, without link URLs (the preview is one line).
 fn html_to_text(html: &str) -> String {
-    html2text::from_read_with_decorator(
-        html.as_bytes(),
-        10_000,
-        html2text::render::TrivialDecorator::new(),
-    )
-    .unwrap_or_default()
+    crate::delivery::message::html_to_words(html)
 }
 
 /// Markdown to its words: `[text](url)` and `![alt](url)` become their text; emphasis,
