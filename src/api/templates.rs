@@ -357,7 +357,8 @@ pub struct VariableView {
     pub var_type: String,
     pub required: bool,
     pub description: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    /// Any JSON value of the variable's type.
+    #[schema(value_type = Option<Value>)]
     pub example: Option<Value>,
     /// For an object: the fields its example has, with their JSON types.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
