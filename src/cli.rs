@@ -359,6 +359,9 @@ async fn run_templates(command: TemplatesCommand, settings: &Settings) -> anyhow
                     for entry in &report.entries {
                         println!("{entry}");
                     }
+                    for note in &report.notes {
+                        eprintln!("note: {note}");
+                    }
                     println!("templates sync: {report}");
                     Ok(ExitCode::SUCCESS)
                 }

@@ -497,10 +497,17 @@ pub struct TemplateSettings {
     pub default_locale: String,
     pub lookup_ttl_ms: u64,
     pub max_data_bytes: usize,
+    /// Largest template source file `templates check`/`sync` accept.
+    #[serde(default = "default_max_source_bytes")]
+    pub max_source_bytes: usize,
     pub usage_flush_ms: u64,
     /// The API refuses `data` keys a template does not declare.
     #[serde(default = "yes")]
     pub strict_data: bool,
+}
+
+fn default_max_source_bytes() -> usize {
+    crate::templates::files::DEFAULT_MAX_SOURCE_BYTES
 }
 
 impl TemplateSettings {
@@ -522,8 +529,10 @@ impl TemplateSettings {
                 "templates.default_locale is not a locale such as en-US: {l:?}"
             ));
         }
-        if self.max_data_bytes == 0 {
-            return Err("templates.max_data_bytes must be at least 1".into());
+        if self.max_data_bytes == 0 || self.max_source_bytes == 0 {
+            return Err(
+                "templates.max_data_bytes and templates.max_source_bytes must be at least 1".into(),
+            );
         }
         Ok(())
     }

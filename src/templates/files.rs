@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use toml::Spanned;
 
 use super::vars::{VarType, VariableDecl};
 
@@ -45,6 +46,37 @@ pub const STATUSES: [&str; 4] = ["draft", "active", "inactive", "archived"];
 pub const COMMON_VARIABLES: [&str; 4] = ["app", "recipient", "unsubscribe_url", "year"];
 /// `email_templates.subject` is VARCHAR(500).
 pub const MAX_SUBJECT_CHARS: usize = 500;
+/// `email_templates.locale` is VARCHAR(10).
+pub const MAX_LOCALE_CHARS: usize = 10;
+/// `templates.max_source_bytes` when not configured.
+pub const DEFAULT_MAX_SOURCE_BYTES: usize = 256 * 1024;
+
+/// What loading a directory needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// The locale of a template whose manifest names none.
+    pub default_locale: String,
+    /// Largest source file accepted (`templates.max_source_bytes`).
+    pub max_source_bytes: usize,
+}
+
+impl From<&crate::config::TemplateSettings> for Rules {
+    fn from(s: &crate::config::TemplateSettings) -> Rules {
+        Rules {
+            default_locale: s.default_locale.clone(),
+            max_source_bytes: s.max_source_bytes,
+        }
+    }
+}
+
+impl Rules {
+    pub fn new(default_locale: &str) -> Rules {
+        Rules {
+            default_locale: default_locale.to_string(),
+            max_source_bytes: DEFAULT_MAX_SOURCE_BYTES,
+        }
+    }
+}
 
 /// Something wrong in a source file, located as `path:line:col` when the line is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +143,9 @@ pub struct TemplateFile {
     /// says `layout = false`.
     pub layout: bool,
     pub variables: Vec<VariableDecl>,
+    /// Where each variable's example starts in `template.toml` (name, line, column), so a
+    /// problem with an example points at it.
+    pub example_at: Vec<(String, usize, usize)>,
     pub subject: String,
     pub html: String,
     pub text: Option<String>,
@@ -119,6 +154,15 @@ pub struct TemplateFile {
 impl TemplateFile {
     pub fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
+    }
+
+    /// The problem located at the example of variable `name` in `template.toml`.
+    pub fn example_problem(&self, name: &str, message: String) -> Problem {
+        let p = Problem::new(self.path(MANIFEST), message);
+        match self.example_at.iter().find(|(n, _, _)| n == name) {
+            Some((_, line, col)) => p.at(*line, *col),
+            None => p,
+        }
     }
 }
 
@@ -135,20 +179,20 @@ pub struct SourceDir {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Manifest {
-    name: String,
+    name: Spanned<String>,
     description: Option<String>,
     #[serde(rename = "type")]
-    template_type: String,
-    category: String,
-    locale: Option<String>,
+    template_type: Spanned<String>,
+    category: Spanned<String>,
+    locale: Option<Spanned<String>>,
     #[serde(default)]
     is_default: bool,
     #[serde(default)]
     priority: i32,
     #[serde(default)]
     tags: Vec<String>,
-    status: Option<String>,
-    parent: Option<String>,
+    status: Option<Spanned<String>>,
+    parent: Option<Spanned<String>>,
     #[serde(default = "uses_layout")]
     layout: bool,
     #[serde(default)]
@@ -162,17 +206,17 @@ fn uses_layout() -> bool {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ManifestVar {
-    name: String,
+    name: Spanned<String>,
     #[serde(rename = "type")]
-    var_type: String,
+    var_type: Spanned<String>,
     #[serde(default)]
     required: bool,
     description: Option<String>,
-    example: Option<toml::Value>,
+    example: Option<Spanned<toml::Value>>,
 }
 
 /// Loads every template directory under `root` (sorted by name).
-pub fn load_dir(root: &Path, default_locale: &str) -> SourceDir {
+pub fn load_dir(root: &Path, rules: &Rules) -> SourceDir {
     let mut out = SourceDir {
         root: root.to_path_buf(),
         ..SourceDir::default()
@@ -195,12 +239,7 @@ pub fn load_dir(root: &Path, default_locale: &str) -> SourceDir {
     dirs.sort();
     let layout_path = root.join(LAYOUT);
     if layout_path.exists() {
-        match std::fs::read_to_string(&layout_path) {
-            Ok(s) => out.layout = Some(s),
-            Err(e) => out
-                .problems
-                .push(Problem::new(layout_path, format!("cannot read: {e}"))),
-        }
+        out.layout = read(&layout_path, rules, &mut out.problems);
     }
     if dirs.is_empty() {
         out.problems.push(Problem::new(
@@ -209,27 +248,59 @@ pub fn load_dir(root: &Path, default_locale: &str) -> SourceDir {
         ));
     }
     for dir in dirs {
-        if let Some(t) = load_one(&dir, default_locale, &mut out.problems) {
+        if let Some(t) = load_one(&dir, rules, &mut out.problems) {
             out.templates.push(t);
         }
     }
+    check_names(&mut out);
+    check_defaults(&mut out);
     check_parents(&mut out);
     out
 }
 
-fn read(path: &Path, problems: &mut Vec<Problem>) -> Option<String> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Some(s),
+/// Reads a source file: at most `rules.max_source_bytes`, UTF-8 (an invalid byte is reported
+/// with its line, column and byte offset).
+fn read(path: &Path, rules: &Rules, problems: &mut Vec<Problem>) -> Option<String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
         Err(e) => {
             problems.push(Problem::new(path, format!("cannot read: {e}")));
+            return None;
+        }
+    };
+    if bytes.len() > rules.max_source_bytes {
+        problems.push(Problem::new(
+            path,
+            format!(
+                "{} bytes; a template file may have at most {} (templates.max_source_bytes)",
+                bytes.len(),
+                rules.max_source_bytes
+            ),
+        ));
+        return None;
+    }
+    match String::from_utf8(bytes) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            let offset = e.utf8_error().valid_up_to();
+            let valid = std::str::from_utf8(&e.as_bytes()[..offset]).unwrap_or_default();
+            let (line, col) = line_col(valid, offset);
+            problems.push(
+                Problem::new(
+                    path,
+                    format!("not UTF-8: invalid byte 0x{:02x} at byte offset {offset}; save the file as UTF-8",
+                        e.as_bytes()[offset]),
+                )
+                .at(line, col),
+            );
             None
         }
     }
 }
 
-fn load_one(dir: &Path, default_locale: &str, problems: &mut Vec<Problem>) -> Option<TemplateFile> {
+fn load_one(dir: &Path, rules: &Rules, problems: &mut Vec<Problem>) -> Option<TemplateFile> {
     let manifest_path = dir.join(MANIFEST);
-    let raw = read(&manifest_path, problems)?;
+    let raw = read(&manifest_path, rules, problems)?;
     let manifest: Manifest = match toml::from_str(&raw) {
         Ok(m) => m,
         Err(e) => {
@@ -243,110 +314,150 @@ fn load_one(dir: &Path, default_locale: &str, problems: &mut Vec<Problem>) -> Op
         }
     };
     let before = problems.len();
-    let mut bad = |message: String| problems.push(Problem::new(&manifest_path, message));
+    let mut bad = |at: Option<std::ops::Range<usize>>, message: String| {
+        let mut p = Problem::new(&manifest_path, message);
+        if let Some(span) = at {
+            let (line, col) = line_col(&raw, span.start);
+            p = p.at(line, col);
+        }
+        problems.push(p);
+    };
+    let name_span = Some(manifest.name.span());
+    let name = manifest.name.into_inner();
     let dir_name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-    if dir_name.as_deref() != Some(manifest.name.as_str()) {
-        bad(format!(
-            "name {:?} must match the directory name {:?}",
-            manifest.name,
-            dir_name.unwrap_or_default()
-        ));
+    if dir_name.as_deref() != Some(name.as_str()) {
+        bad(
+            name_span.clone(),
+            format!(
+                "name {name:?} must match the directory name {:?}",
+                dir_name.unwrap_or_default()
+            ),
+        );
     }
-    if manifest.name.is_empty()
-        || manifest.name.len() > 255
-        || !manifest
-            .name
+    if name.is_empty()
+        || name.len() > 255
+        || !name
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
     {
-        bad(format!(
-            "name {:?} must be 1-255 characters of a-z, 0-9, '_', '.', '-'",
-            manifest.name
-        ));
+        bad(
+            name_span,
+            format!("name {name:?} must be 1-255 characters of a-z, A-Z, 0-9, '_', '.', '-'"),
+        );
     }
-    if !TEMPLATE_TYPES.contains(&manifest.template_type.as_str()) {
-        bad(format!(
-            "type {:?} is not one of {}",
-            manifest.template_type,
-            TEMPLATE_TYPES.join(", ")
-        ));
+    let template_type = manifest.template_type.as_ref().clone();
+    if !TEMPLATE_TYPES.contains(&template_type.as_str()) {
+        bad(
+            Some(manifest.template_type.span()),
+            format!(
+                "type {template_type:?} is not one of {}",
+                TEMPLATE_TYPES.join(", ")
+            ),
+        );
     }
-    if !CATEGORIES.contains(&manifest.category.as_str()) {
-        bad(format!(
-            "category {:?} is not one of {}",
-            manifest.category,
-            CATEGORIES.join(", ")
-        ));
+    let category = manifest.category.as_ref().clone();
+    if !CATEGORIES.contains(&category.as_str()) {
+        bad(
+            Some(manifest.category.span()),
+            format!(
+                "category {category:?} is not one of {}",
+                CATEGORIES.join(", ")
+            ),
+        );
     }
-    let status = manifest.status.unwrap_or_else(|| "active".to_string());
+    let (status, status_span) = match manifest.status {
+        Some(s) => (s.as_ref().clone(), Some(s.span())),
+        None => ("active".to_string(), None),
+    };
     if !STATUSES.contains(&status.as_str()) {
-        bad(format!(
-            "status {status:?} is not one of {}",
-            STATUSES.join(", ")
-        ));
+        bad(
+            status_span,
+            format!("status {status:?} is not one of {}", STATUSES.join(", ")),
+        );
     }
-    let locale = manifest
-        .locale
-        .unwrap_or_else(|| default_locale.to_string());
-    if !is_locale(&locale) {
-        bad(format!(
-            "locale {locale:?} is not a locale such as en or en-US"
-        ));
+    let (locale, locale_span) = match manifest.locale {
+        Some(l) => (l.as_ref().clone(), Some(l.span())),
+        None => (rules.default_locale.clone(), None),
+    };
+    if let Err(why) = check_language_tag(&locale) {
+        bad(locale_span, format!("locale {locale:?} {why}"));
     }
     let mut variables = Vec::with_capacity(manifest.variables.len());
+    let mut example_at = Vec::new();
     for v in manifest.variables {
-        let var_type: VarType = match serde_json::from_value(serde_json::Value::String(v.var_type))
-        {
-            Ok(t) => t,
-            Err(e) => {
-                bad(format!("variable {:?}: {e}", v.name));
-                continue;
-            }
-        };
+        let name_span = Some(v.name.span());
+        let var_name = v.name.into_inner();
+        let type_span = Some(v.var_type.span());
+        let var_type: VarType =
+            match serde_json::from_value(serde_json::Value::String(v.var_type.into_inner())) {
+                Ok(t) => t,
+                Err(e) => {
+                    bad(type_span, format!("variable {var_name:?}: {e}"));
+                    continue;
+                }
+            };
         if let VarType::Other(t) = &var_type {
-            bad(format!(
-                "variable {:?}: type {t:?} is not one of string, number, boolean, object, array, url, email, datetime",
-                v.name
-            ));
+            bad(
+                type_span,
+                format!(
+                    "variable {var_name:?}: type {t:?} is not one of string, number, boolean, object, array, url, email, datetime"
+                ),
+            );
         }
-        if !is_identifier(&v.name) {
-            bad(format!("variable {:?} is not a valid name", v.name));
+        if !is_identifier(&var_name) {
+            bad(
+                name_span.clone(),
+                format!("variable {var_name:?} is not a valid name"),
+            );
         }
-        if COMMON_VARIABLES.contains(&v.name.as_str()) {
-            bad(format!(
-                "variable {:?} is given to every email and cannot be declared",
-                v.name
-            ));
+        if COMMON_VARIABLES.contains(&var_name.as_str()) {
+            bad(
+                name_span.clone(),
+                format!("variable {var_name:?} is given to every email and cannot be declared"),
+            );
         }
-        if variables.iter().any(|d: &VariableDecl| d.name == v.name) {
-            bad(format!("variable {:?} is declared twice", v.name));
+        if variables.iter().any(|d: &VariableDecl| d.name == var_name) {
+            bad(
+                name_span.clone(),
+                format!("variable {var_name:?} is declared twice"),
+            );
         }
-        let example = match v.example.map(serde_json::to_value).transpose() {
-            Ok(e) => e,
-            Err(e) => {
-                bad(format!("variable {:?}: example: {e}", v.name));
-                None
+        let example = match v.example {
+            None => None,
+            Some(e) => {
+                let (line, col) = line_col(&raw, e.span().start);
+                example_at.push((var_name.clone(), line, col));
+                let span = e.span();
+                match serde_json::to_value(e.into_inner()) {
+                    Ok(e) => Some(e),
+                    Err(e) => {
+                        bad(Some(span), format!("variable {var_name:?}: example: {e}"));
+                        None
+                    }
+                }
             }
         };
         if v.required && example.is_none() {
-            bad(format!(
-                "variable {:?} is required and needs an example (check renders every template with its examples)",
-                v.name
-            ));
+            bad(
+                name_span,
+                format!(
+                    "variable {var_name:?} is required and needs an example (check renders every template with its examples)"
+                ),
+            );
         }
         variables.push(VariableDecl {
-            name: v.name,
+            name: var_name,
             var_type,
             required: v.required,
             description: v.description,
             example,
         });
     }
-    let subject = read(&dir.join(SUBJECT), problems);
-    let html = read(&dir.join(HTML), problems);
+    let subject = read(&dir.join(SUBJECT), rules, problems);
+    let html = read(&dir.join(HTML), rules, problems);
     let text_path = dir.join(TEXT);
     let text = if text_path.exists() {
-        read(&text_path, problems)
+        read(&text_path, rules, problems)
     } else {
         None
     };
@@ -369,22 +480,73 @@ fn load_one(dir: &Path, default_locale: &str, problems: &mut Vec<Problem>) -> Op
     }
     Some(TemplateFile {
         dir: dir.to_path_buf(),
-        name: manifest.name,
+        name,
         description: manifest.description,
-        template_type: manifest.template_type,
-        category: manifest.category,
+        template_type,
+        category,
         locale,
         is_default: manifest.is_default,
         priority: manifest.priority,
         tags: manifest.tags,
         status,
-        parent: manifest.parent,
+        parent: manifest.parent.map(Spanned::into_inner),
         layout: manifest.layout,
         variables,
+        example_at,
         subject: subject?,
         html: html?,
         text: text.filter(|t| !t.trim().is_empty()),
     })
+}
+
+/// Names are compared case-insensitively (`welcome.fr-FR` is `welcome.fr-fr`), so two
+/// directories may not differ only in case.
+fn check_names(dir: &mut SourceDir) {
+    let mut clash = Vec::new();
+    for (i, t) in dir.templates.iter().enumerate() {
+        if let Some(other) = dir.templates[..i]
+            .iter()
+            .find(|o| o.name.eq_ignore_ascii_case(&t.name))
+        {
+            clash.push((
+                t.path(MANIFEST),
+                format!(
+                    "name {:?} differs from {:?} only in case; template names are compared case-insensitively",
+                    t.name, other.name
+                ),
+            ));
+        }
+    }
+    for (path, message) in clash {
+        dir.problems.push(Problem::new(&path, message));
+        dir.templates.retain(|t| t.path(MANIFEST) != path);
+    }
+}
+
+/// At most one active default per category and locale: the category's fallback must be one
+/// template.
+fn check_defaults(dir: &mut SourceDir) {
+    let mut problems = Vec::new();
+    for (i, t) in dir.templates.iter().enumerate() {
+        if !t.is_default || t.status != "active" {
+            continue;
+        }
+        if let Some(other) = dir.templates[..i].iter().find(|o| {
+            o.is_default
+                && o.status == "active"
+                && o.category == t.category
+                && o.locale.eq_ignore_ascii_case(&t.locale)
+        }) {
+            problems.push(Problem::new(
+                t.path(MANIFEST),
+                format!(
+                    "is_default = true, but {:?} is already the default of category {} in locale {}; a category has one default per locale",
+                    other.name, t.category, t.locale
+                ),
+            ));
+        }
+    }
+    dir.problems.extend(problems);
 }
 
 /// A template's `parent` must be another template of the directory, without cycles; they
@@ -445,6 +607,53 @@ pub fn is_locale(s: &str) -> bool {
             .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
+/// A BCP 47 language tag that fits `email_templates.locale`: a 2-3 letter language, then
+/// optionally a 4-letter script, a region (2 letters or 3 digits) and variants, joined by
+/// `-` (`en`, `en-US`, `zh-Hant-TW`, `es-419`). Says what is wrong otherwise.
+pub fn check_language_tag(tag: &str) -> Result<(), String> {
+    let n = tag.chars().count();
+    if n > MAX_LOCALE_CHARS {
+        return Err(format!(
+            "is {n} characters long; email_templates.locale holds at most {MAX_LOCALE_CHARS}"
+        ));
+    }
+    if tag.contains('_') {
+        return Err(format!(
+            "is not a BCP 47 language tag: subtags are joined with '-' ({:?})",
+            tag.replace('_', "-")
+        ));
+    }
+    let mut parts = tag.split('-');
+    let language = parts.next().unwrap_or_default();
+    if !(2..=3).contains(&language.len()) || !language.chars().all(|c| c.is_ascii_alphabetic()) {
+        return Err(
+            "is not a BCP 47 language tag such as en or en-US: it must start with a 2 or 3 letter language code"
+                .into(),
+        );
+    }
+    let mut stage = 0; // 1 script seen, 2 region seen
+    for part in parts {
+        let alpha = part.chars().all(|c| c.is_ascii_alphabetic());
+        let digits = part.chars().all(|c| c.is_ascii_digit());
+        let alnum = part.chars().all(|c| c.is_ascii_alphanumeric());
+        if stage < 1 && part.len() == 4 && alpha {
+            stage = 1;
+        } else if stage < 2 && ((part.len() == 2 && alpha) || (part.len() == 3 && digits)) {
+            stage = 2;
+        } else if alnum
+            && ((5..=8).contains(&part.len())
+                || (part.len() == 4 && part.starts_with(|c: char| c.is_ascii_digit())))
+        {
+            stage = 3;
+        } else {
+            return Err(format!(
+                "is not a BCP 47 language tag such as en or en-US: subtag {part:?} is not a script, region or variant"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars
@@ -487,7 +696,7 @@ example = { first_name = "Maya" }
 
     #[test]
     fn the_shipped_directory_loads_without_problems() {
-        let d = load_dir(Path::new("templates"), "en-US");
+        let d = load_dir(Path::new("templates"), &Rules::new("en-US"));
         assert!(d.problems.is_empty(), "{:#?}", d.problems);
         assert_eq!(d.templates.len(), 13);
         assert!(d.layout.is_some());
@@ -502,7 +711,7 @@ example = { first_name = "Maya" }
         write(tmp.path(), "welcome/template.toml", OK);
         write(tmp.path(), "welcome/subject.txt", "Hi");
         write(tmp.path(), "welcome/body.html", "<p>Hi</p>");
-        let d = load_dir(tmp.path(), "en-GB");
+        let d = load_dir(tmp.path(), &Rules::new("en-GB"));
         assert!(d.problems.is_empty(), "{:#?}", d.problems);
         let t = &d.templates[0];
         assert_eq!((t.locale.as_str(), t.status.as_str()), ("en-GB", "active"));
@@ -521,7 +730,7 @@ example = { first_name = "Maya" }
             "welcome/template.toml",
             "name = \"welcome\"\ntype = \"transactional\"\ncategory = \"welcome\"\nbogus = 1\n",
         );
-        let d = load_dir(tmp.path(), "en-US");
+        let d = load_dir(tmp.path(), &Rules::new("en-US"));
         let p = &d.problems[0];
         assert!(p.path.ends_with("welcome/template.toml"), "{p}");
         assert_eq!(p.line, Some(4), "{p}");
@@ -550,7 +759,7 @@ required = true
         );
         write(tmp.path(), "x/subject.txt", &"s".repeat(501));
         write(tmp.path(), "x/body.html", "x");
-        let d = load_dir(tmp.path(), "en-US");
+        let d = load_dir(tmp.path(), &Rules::new("en-US"));
         let all = d
             .problems
             .iter()
@@ -585,7 +794,7 @@ required = true
             write(tmp.path(), &format!("{name}/subject.txt"), "s");
             write(tmp.path(), &format!("{name}/body.html"), "h");
         }
-        let d = load_dir(tmp.path(), "en-US");
+        let d = load_dir(tmp.path(), &Rules::new("en-US"));
         let names: Vec<_> = d.templates.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["a", "a.fr"]);
         assert_eq!(d.problems.len(), 1, "{:?}", d.problems);
@@ -597,5 +806,154 @@ required = true
         assert_eq!(line_col("ab\ncd", 0), (1, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
         assert_eq!(line_col("ab\n", 99), (2, 1));
+    }
+    fn template(root: &Path, name: &str, extra: &str) {
+        write(
+            root,
+            &format!("{name}/template.toml"),
+            &format!(
+                "name = \"{name}\"\ntype = \"transactional\"\ncategory = \"welcome\"\n{extra}"
+            ),
+        );
+        write(root, &format!("{name}/subject.txt"), "Hi");
+        write(root, &format!("{name}/body.html"), "<p>Hi</p>");
+    }
+
+    fn all(d: &SourceDir) -> String {
+        d.problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn locales_are_language_tags_that_fit_the_column() {
+        for ok in ["en", "en-US", "fr-FR", "zh-Hant-TW", "es-419", "de-CH-1901"] {
+            assert_eq!(check_language_tag(ok), Ok(()), "{ok}");
+        }
+        let why = |t: &str| check_language_tag(t).unwrap_err();
+        assert!(
+            why("french").contains("2 or 3 letter language"),
+            "{}",
+            why("french")
+        );
+        assert!(
+            why("en-US-x-twain").contains("is 13 characters long"),
+            "{}",
+            why("en-US-x-twain")
+        );
+        assert!(why("en_GB").contains("\"en-GB\""), "{}", why("en_GB"));
+        assert!(
+            why("en-USA").contains("subtag \"USA\""),
+            "{}",
+            why("en-USA")
+        );
+
+        let tmp = tempfile::tempdir().unwrap();
+        template(tmp.path(), "welcome", "locale = \"french\"\n");
+        let d = load_dir(tmp.path(), &Rules::new("en-US"));
+        let p = &d.problems[0];
+        assert_eq!((p.line, p.col), (Some(4), Some(10)), "{p}");
+        assert!(p.message.contains("locale \"french\""), "{p}");
+    }
+
+    #[test]
+    fn a_variant_may_be_named_as_the_readme_shows_and_names_differ_by_more_than_case() {
+        let tmp = tempfile::tempdir().unwrap();
+        template(tmp.path(), "welcome", "is_default = true\n");
+        template(
+            tmp.path(),
+            "welcome.fr-FR",
+            "locale = \"fr-FR\"\nparent = \"welcome\"\n",
+        );
+        let d = load_dir(tmp.path(), &Rules::new("en-US"));
+        assert!(d.problems.is_empty(), "{}", all(&d));
+        let names: Vec<_> = d.templates.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["welcome", "welcome.fr-FR"]);
+
+        template(tmp.path(), "Welcome", "");
+        let d = load_dir(tmp.path(), &Rules::new("en-US"));
+        assert!(
+            all(&d).contains("differs from \"Welcome\" only in case")
+                || all(&d).contains("differs from \"welcome\" only in case"),
+            "{}",
+            all(&d)
+        );
+    }
+
+    #[test]
+    fn a_category_has_one_default_per_locale() {
+        let tmp = tempfile::tempdir().unwrap();
+        template(tmp.path(), "welcome", "is_default = true\n");
+        template(tmp.path(), "welcome2", "is_default = true\n");
+        template(
+            tmp.path(),
+            "welcome.de",
+            "is_default = true\nlocale = \"de\"\n",
+        );
+        let d = load_dir(tmp.path(), &Rules::new("en-US"));
+        assert_eq!(d.problems.len(), 1, "{}", all(&d));
+        assert!(
+            d.problems[0].path.ends_with("welcome2/template.toml")
+                && d.problems[0]
+                    .message
+                    .contains("\"welcome\" is already the default of category welcome"),
+            "{}",
+            all(&d)
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_located_by_byte_offset() {
+        let tmp = tempfile::tempdir().unwrap();
+        template(tmp.path(), "welcome", "");
+        let html = tmp.path().join("welcome/body.html");
+        std::fs::write(&html, b"<p>Hi</p>\n<p>Caf\xe9</p>").unwrap();
+        let d = load_dir(tmp.path(), &Rules::new("en-US"));
+        let p = &d.problems[0];
+        assert_eq!((p.line, p.col), (Some(2), Some(7)), "{p}");
+        assert!(p.message.contains("byte offset 16"), "{p}");
+        assert!(p.message.contains("0xe9"), "{p}");
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        template(tmp.path(), "welcome", "");
+        write(tmp.path(), "welcome/body.html", &"x".repeat(2001));
+        let rules = Rules {
+            max_source_bytes: 2000,
+            ..Rules::new("en-US")
+        };
+        let d = load_dir(tmp.path(), &rules);
+        assert!(
+            all(&d).contains(
+                "2001 bytes; a template file may have at most 2000 (templates.max_source_bytes)"
+            ),
+            "{}",
+            all(&d)
+        );
+        assert!(d.templates.is_empty());
+        assert!(
+            load_dir(tmp.path(), &Rules::new("en-US"))
+                .problems
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn manifest_value_problems_point_at_the_value() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(
+            tmp.path(),
+            "welcome/template.toml",
+            "name = \"welcome\"\ntype = \"transactional\"\ncategory = \"welcom\"\n",
+        );
+        write(tmp.path(), "welcome/subject.txt", "s");
+        write(tmp.path(), "welcome/body.html", "h");
+        let d = load_dir(tmp.path(), &Rules::new("en-US"));
+        let p = &d.problems[0];
+        assert_eq!((p.line, p.col), (Some(3), Some(12)), "{p}");
     }
 }

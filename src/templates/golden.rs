@@ -31,7 +31,7 @@ fn common() -> Common<'static> {
 
 /// (name, rendered parts, whether the template has a body.txt) for every golden file.
 fn cases() -> Vec<(String, render::Parts, bool)> {
-    let dir = files::load_dir(Path::new("templates"), "en-US");
+    let dir = files::load_dir(Path::new("templates"), &files::Rules::new("en-US"));
     assert!(dir.problems.is_empty(), "{:?}", dir.problems);
     let mut out = Vec::new();
     for t in &dir.templates {

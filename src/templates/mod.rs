@@ -140,6 +140,8 @@ pub enum SyncError {
     Invalid(CheckReport),
     #[error("--force names no template of the directory: {0}; nothing was written")]
     UnknownForced(String),
+    #[error("{0}\nnothing was written")]
+    DefaultTaken(String),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -229,7 +231,7 @@ fn sample_app(settings: &Settings) -> SampleApp {
 pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
     check::check_dir(
         dir,
-        &settings.templates.default_locale,
+        &files::Rules::from(&settings.templates),
         &sample_app(settings),
     )
     .1
@@ -265,7 +267,12 @@ impl Templates {
 
     /// Checks the directory (see [`check`]).
     pub fn check(&self, dir: &Path) -> CheckReport {
-        check::check_dir(dir, &self.inner.settings.default_locale, &self.inner.app).1
+        check::check_dir(
+            dir,
+            &files::Rules::from(&self.inner.settings),
+            &self.inner.app,
+        )
+        .1
     }
 
     /// Checks the directory, then syncs it into `email_templates` in one transaction; with
@@ -275,8 +282,11 @@ impl Templates {
         dir: &Path,
         force: &Force,
     ) -> Result<(SyncReport, CheckReport), SyncError> {
-        let (source, report) =
-            check::check_dir(dir, &self.inner.settings.default_locale, &self.inner.app);
+        let (source, report) = check::check_dir(
+            dir,
+            &files::Rules::from(&self.inner.settings),
+            &self.inner.app,
+        );
         if !report.is_ok() {
             return Err(SyncError::Invalid(report));
         }
@@ -808,7 +818,7 @@ mod tests {
 
     /// Renders a shipped template with its examples, as `render` does (without a database).
     fn render_shipped(name: &str, unsubscribe: &str) -> Parts {
-        let dir = files::load_dir(Path::new("templates"), "en-US");
+        let dir = files::load_dir(Path::new("templates"), &files::Rules::new("en-US"));
         let t = dir.templates.iter().find(|t| t.name == name).unwrap();
         let src = render::Sources {
             subject: &t.subject,
@@ -834,7 +844,7 @@ mod tests {
     /// email is, once normalised, what per-email inlining makes of it, for varied data.
     #[test]
     fn shipped_templates_are_preinlined_where_safe_and_render_the_same() {
-        let dir = files::load_dir(Path::new("templates"), "en-US");
+        let dir = files::load_dir(Path::new("templates"), &files::Rules::new("en-US"));
         assert!(dir.templates.len() >= 13);
         let common = render::Common {
             app_name: "Adopt & Co",
@@ -933,7 +943,7 @@ mod tests {
     #[test]
     #[ignore = "timing; run in release with --ignored --nocapture"]
     fn render_throughput() {
-        let dir = files::load_dir(Path::new("templates"), "en-US");
+        let dir = files::load_dir(Path::new("templates"), &files::Rules::new("en-US"));
         for (name, pets) in [("application_update", 0), ("newsletter", 12)] {
             let t = dir.templates.iter().find(|t| t.name == name).unwrap();
             let src = render::Sources {

@@ -18,7 +18,7 @@ fn shipped() -> &'static [(TemplateFile, Compiled)] {
     SHIPPED.get_or_init(|| {
         let dir = files::load_dir(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
-            "en",
+            &files::Rules::new("en"),
         );
         assert!(dir.problems.is_empty(), "{:?}", dir.problems);
         let layout = dir.layout.clone().unwrap_or_else(|| EMBEDDED_LAYOUT.into());

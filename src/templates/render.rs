@@ -169,6 +169,19 @@ impl Compiled {
         Ok(compiled)
     }
 
+    /// The top-level variables the part `file` (and the layout it extends) reads, guarded
+    /// or not; loop and `set` variables are left out.
+    pub fn variables_read(&self, file: &str) -> Vec<&str> {
+        self.tera
+            .get_template_variables(file)
+            .map(|v| {
+                v.into_iter()
+                    .filter(|n| !n.starts_with("__tera_"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Whether the CSS is inlined once for the version rather than once per email.
     #[cfg(test)]
     pub fn css_preinlined(&self) -> bool {
@@ -741,16 +754,27 @@ fn issues_from(e: &tera::Error, sources: &[(&'static str, String)]) -> Vec<Templ
                 snippet: snippet_of(&report),
             }]
         }
-        ErrorKind::MissingParent { current, parent } => vec![TemplateIssue {
-            file: current.clone(),
-            line: Some(1),
-            col: None,
-            message: format!(
-                "extends {parent:?}, which is not a template here (the layout is \"layout.html\")"
-            ),
-            undefined: None,
-            snippet: None,
-        }],
+        ErrorKind::MissingParent { current, parent } => {
+            // Located at the quoted name in the extends tag.
+            let at = sources
+                .iter()
+                .find(|(n, _)| n == current)
+                .and_then(|(_, s)| {
+                    s.find(&format!("\"{parent}\""))
+                        .or_else(|| s.find(&format!("'{parent}'")))
+                        .map(|i| files::line_col(s, i))
+                });
+            vec![TemplateIssue {
+                file: current.clone(),
+                line: Some(at.map_or(1, |(l, _)| l)),
+                col: at.map(|(_, c)| c),
+                message: format!(
+                    "extends {parent:?}, which is not a template here (the layout is \"layout.html\")"
+                ),
+                undefined: None,
+                snippet: None,
+            }]
+        }
         _ => parse_reports(&e.to_string()),
     }
 }

@@ -89,9 +89,40 @@ pub async fn rows_for_sync(
                 (t.deleted_at IS NOT NULL) AS deleted
          FROM email_templates t
          LEFT JOIN email_templates p ON p.template_id = t.parent_template_id
-         WHERE t.name = ANY($1)
+         WHERE lower(t.name) = ANY(SELECT lower(n) FROM unnest($1::text[]) AS n)
          ORDER BY t.name, t.deleted_at IS NOT NULL, t.deleted_at DESC
          FOR UPDATE OF t",
+    )
+    .bind(names)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// A live row that is not one of `names` (compared case-insensitively).
+#[derive(Debug, sqlx::FromRow)]
+pub struct OtherTemplate {
+    pub name: String,
+    pub category: String,
+    pub locale: String,
+    pub is_default: bool,
+    /// SHA-256 (hex) of subject, U+001F and HTML, to spot a directory that was renamed.
+    pub content_sha256: String,
+}
+
+/// The live (active, not deleted) rows whose names are not among `names`: their defaults
+/// must not be doubled, and one with the same content as a new name was probably renamed.
+pub async fn live_rows_except(
+    conn: &mut PgConnection,
+    names: &[String],
+) -> Result<Vec<OtherTemplate>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT name, category::text AS category, COALESCE(locale, '') AS locale,
+                COALESCE(is_default, false) AS is_default,
+                encode(sha256(convert_to(COALESCE(subject, '') || chr(31) || COALESCE(html_content, ''), 'UTF8')), 'hex') AS content_sha256
+         FROM email_templates
+         WHERE status = 'active' AND deleted_at IS NULL
+           AND lower(name) <> ALL(SELECT lower(n) FROM unnest($1::text[]) AS n)
+         ORDER BY name",
     )
     .bind(names)
     .fetch_all(&mut *conn)

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
+use super::SyncError;
 use super::files::TemplateFile;
 use super::store::{self, StoredTemplate, TemplateWrite};
 
@@ -91,6 +92,8 @@ impl fmt::Display for SyncEntry {
 #[derive(Debug, Clone, Default)]
 pub struct SyncReport {
     pub entries: Vec<SyncEntry>,
+    /// Things an operator should look at (a directory that looks renamed).
+    pub notes: Vec<String>,
 }
 
 impl SyncReport {
@@ -321,16 +324,37 @@ pub async fn sync_templates(
     pool: &PgPool,
     templates: &[TemplateFile],
     force: &Force,
-) -> Result<SyncReport, sqlx::Error> {
+) -> Result<SyncReport, SyncError> {
     let mut tx = pool.begin().await?;
     store::lock_for_sync(&mut tx).await?;
     store::ensure_system_user(&mut tx).await?;
     let names: Vec<String> = templates.iter().map(|t| t.name.clone()).collect();
     let rows = store::rows_for_sync(&mut tx, &names).await?;
+    let others = store::live_rows_except(&mut tx, &names).await?;
+    let taken: Vec<String> = templates
+        .iter()
+        .filter(|t| t.is_default && t.status == "active")
+        .filter_map(|t| {
+            let other = others.iter().find(|o| {
+                o.is_default && o.category == t.category && o.locale.eq_ignore_ascii_case(&t.locale)
+            })?;
+            Some(format!(
+                "{}: is_default = true, but {:?} (not in this directory: was the directory renamed?) is already the active default of category {} in locale {}; set is_default = false on one of them, or delete or deactivate {:?}",
+                t.path(super::files::MANIFEST).display(),
+                other.name,
+                t.category,
+                t.locale,
+                other.name
+            ))
+        })
+        .collect();
+    if !taken.is_empty() {
+        return Err(SyncError::DefaultTaken(taken.join("\n")));
+    }
     let mut report = SyncReport::default();
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for t in templates {
-        let row = rows.iter().find(|r| r.name == t.name);
+        let row = rows.iter().find(|r| r.name.eq_ignore_ascii_case(&t.name));
         if let Some(r) = row.filter(|r| r.deleted && !force.restores(&t.name)) {
             report.entries.push(SyncEntry {
                 name: t.name.clone(),
@@ -371,6 +395,14 @@ pub async fn sync_templates(
         let outcome = match plan(&fields, row, force.overwrites(&t.name)) {
             Plan::Create => {
                 store::insert_template(&mut tx, &write, &sync_meta(1)).await?;
+                let digest = Sha256::digest(format!("{}\u{1f}{}", t.subject, t.html));
+                let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                if let Some(old) = others.iter().find(|o| o.content_sha256 == hash) {
+                    report.notes.push(format!(
+                        "{} is new, but {:?} has the same subject and HTML and is not in this directory: if the directory was renamed, {:?} is still active (delete it or set its status to inactive)",
+                        t.name, old.name, old.name
+                    ));
+                }
                 SyncOutcome::Created
             }
             Plan::Unchanged { version } => SyncOutcome::Unchanged { version },
@@ -429,6 +461,7 @@ mod tests {
                 {"name": "user", "type": "object", "required": true, "example": {"first_name": "Maya", "n": 1}}
             ]))
             .unwrap(),
+            example_at: Vec::new(),
             subject: "Hi".into(),
             html: "<p>Hi</p>".into(),
             text: None,

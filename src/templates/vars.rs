@@ -204,6 +204,15 @@ pub enum VarProblem {
     },
 }
 
+impl VarProblem {
+    /// The variable the problem is about.
+    pub fn variable(&self) -> &str {
+        match self {
+            VarProblem::Missing(name) | VarProblem::WrongType { name, .. } => name,
+        }
+    }
+}
+
 /// Checks every declared variable: required ones present (and not null), present ones of
 /// their declared type. Undeclared keys are allowed.
 pub fn validate(decls: &[VariableDecl], data: &Map<String, Value>) -> Result<(), VarProblem> {

@@ -74,6 +74,16 @@ async fn sync(db: &TestDb, dir: &Path, force: bool) -> SyncReport {
     app.templates.sync(dir, &force).await.expect("sync").0
 }
 
+/// `adopt-worker templates sync` on `dir`, as an operator runs it.
+fn sync_cli(db: &TestDb, dir: &Path) -> std::process::Output {
+    bin()
+        .args(["templates", "sync"])
+        .env("DATABASE_URL", &db.url)
+        .env("ADOPT__TEMPLATES__DIR", dir)
+        .output()
+        .unwrap()
+}
+
 fn outcome<'a>(r: &'a SyncReport, name: &str) -> &'a SyncOutcome {
     &r.entries.iter().find(|e| e.name == name).unwrap().outcome
 }
@@ -162,7 +172,10 @@ async fn stored(pool: &PgPool, id: Uuid) -> Stored {
 }
 
 fn example(dir: &Path, name: &str) -> Value {
-    let d = adopt_worker::templates::files::load_dir(dir, "en-US");
+    let d = adopt_worker::templates::files::load_dir(
+        dir,
+        &adopt_worker::templates::files::Rules::new("en-US"),
+    );
     let t = d.templates.iter().find(|t| t.name == name).unwrap();
     adopt_worker::templates::example_data(t)
 }
@@ -184,12 +197,7 @@ fn tokens(html: &str, kind: char) -> Vec<String> {
 #[tokio::test]
 async fn sync_on_a_fresh_database_creates_one_active_template_per_category() {
     let db = TestDb::new().await;
-    let out = bin()
-        .args(["templates", "sync"])
-        .env("DATABASE_URL", &db.url)
-        .env("ADOPT__TEMPLATES__DIR", shipped_templates())
-        .output()
-        .unwrap();
+    let out = sync_cli(&db, &shipped_templates());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -356,12 +364,7 @@ async fn an_admin_edited_template_is_kept_unless_forced() {
         "Happy searching,",
         "Happy hunting,",
     );
-    let out = bin()
-        .args(["templates", "sync"])
-        .env("DATABASE_URL", &db.url)
-        .env("ADOPT__TEMPLATES__DIR", dir.path())
-        .output()
-        .unwrap();
+    let out = sync_cli(&db, dir.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
@@ -945,12 +948,7 @@ async fn check_reports_file_and_line_and_sync_with_an_error_writes_nothing() {
     );
     assert!(stderr.contains("1 problem(s)"), "{stderr}");
 
-    let out = bin()
-        .args(["templates", "sync"])
-        .env("DATABASE_URL", &db.url)
-        .env("ADOPT__TEMPLATES__DIR", dir.path())
-        .output()
-        .unwrap();
+    let out = sync_cli(&db, dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -1027,4 +1025,76 @@ async fn a_retried_template_row_keeps_what_was_rendered_and_sends_it_again_uncha
     let html = parsed.body_html(0).unwrap().replace("\r\n", "\n");
     assert_eq!(html.trim(), first.html_content.trim());
     assert_eq!(tokens(&html, 'o').len(), 1, "one open pixel, not two");
+}
+
+#[tokio::test]
+async fn a_renamed_directory_is_reported_and_names_match_whatever_their_case() {
+    let db = TestDb::new().await;
+    let dir = copy_templates();
+    sync(&db, dir.path(), false).await;
+    let reset_id = template_id(&db.pool, "password_reset").await;
+
+    // The directory is renamed: the old row is still the category's active default, so the
+    // new name cannot also be it, and nothing is written.
+    let renamed = dir.path().join("password_reset_v2");
+    std::fs::rename(dir.path().join("password_reset"), &renamed).unwrap();
+    edit(
+        renamed.join("template.toml"),
+        "name = \"password_reset\"",
+        "name = \"password_reset_v2\"",
+    );
+    let out = sync_cli(&db, dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("\"password_reset\" (not in this directory: was the directory renamed?) is already the active default of category password_reset")
+            && stderr.contains("nothing was written"),
+        "{stderr}"
+    );
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM email_templates WHERE name = 'password_reset_v2'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(n, 0);
+
+    // Not a default: created, with a note that the old name has the same content.
+    edit(
+        renamed.join("template.toml"),
+        "is_default = true",
+        "is_default = false",
+    );
+    let out = sync_cli(&db, dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("note: password_reset_v2 is new, but \"password_reset\" has the same subject and HTML and is not in this directory"),
+        "{stderr}"
+    );
+
+    // A name differing only in case is the same template: no second row.
+    let upper = dir.path().join("Welcome");
+    std::fs::rename(dir.path().join("welcome"), &upper).unwrap();
+    edit(
+        upper.join("template.toml"),
+        "name = \"welcome\"",
+        "name = \"Welcome\"",
+    );
+    edit(upper.join("subject.txt"), "Welcome", "Welcome aboard");
+    let report = sync(&db, dir.path(), false).await;
+    assert!(
+        matches!(
+            outcome(&report, "Welcome"),
+            SyncOutcome::NewVersion { from: 1, to: 2 }
+        ),
+        "{:?}",
+        report.entries
+    );
+    let rows: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM email_templates WHERE lower(name) = 'welcome'")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, ["welcome"]);
+    assert_eq!(template_id(&db.pool, "password_reset").await, reset_id);
 }
