@@ -188,7 +188,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(emails::retry_email))
         .routes(routes!(templates::list))
         .routes(routes!(templates::describe))
-        .routes(routes!(templates::preview))
+        .routes(routes!(templates::preview, templates::preview_with_data))
         .routes(routes!(templates::test_send))
         .routes(routes!(tracking::open_pixel))
         .routes(routes!(tracking::click))

@@ -108,6 +108,7 @@ pub async fn resolve_for_enqueue(
             email_type: email.email_type,
             unsubscribe_url: None,
             track_as: None,
+            count_use: false,
         },
     )
     .await?;
@@ -164,7 +165,8 @@ pub struct TestSend {
 
 /// Queues a test email through the real pipeline: `urgent`, type `system` (so the
 /// recipient's opt-outs do not swallow it; a blacklisted address still does), tagged
-/// `test`, and counted in the template's `test_emails_sent`. Returns its id.
+/// `test`, and counted in `test_emails_sent` of the template it names once it is delivered
+/// (never in `usage_count`). Returns its id.
 pub async fn send_test(
     pool: &PgPool,
     templates: &Templates,
@@ -223,6 +225,8 @@ async fn test_email(
         tags: vec!["test".to_string()],
     };
     if let Some(name) = &req.template {
+        // Counted in this template's test_emails_sent once delivered (see delivery).
+        email.metadata = json!({"test": true, "testOf": name});
         let data = match req.data {
             Some(d @ Value::Object(_)) => d,
             Some(_) => return Err(invalid("data", "must be an object of template variables")),
@@ -236,7 +240,7 @@ async fn test_email(
                     )
                     .await
                     .map_err(render_problem)?;
-                templates::type_and_examples(pool, resolved.template_id)
+                templates::type_and_examples(pool, resolved.template_id, None)
                     .await?
                     .map(|(_, examples)| examples)
                     .unwrap_or_else(|| json!({}))
@@ -266,9 +270,6 @@ async fn insert_test(
 ) -> Result<(Uuid, Option<queue::ClaimedEmail>), TemplateUseError> {
     let mut tx = pool.begin().await?;
     let id = queue::enqueue(&mut *tx, email).await?;
-    if let Some(template_id) = email.template_id {
-        templates::count_test_send(&mut *tx, template_id).await?;
-    }
     let claimed = if claim {
         queue::claim_one(&mut *tx, id).await?
     } else {
@@ -516,6 +517,59 @@ pub async fn preview(
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<PreviewQuery>,
 ) -> Result<Response, ApiError> {
+    render_preview(&state, &name, q, None).await
+}
+
+/// What to preview a template with.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewBody {
+    /// Template variables, checked like an enqueue's; default the examples of the version
+    /// previewed.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Value>,
+}
+
+/// The template rendered with the data given (or its examples). Nothing is sent or counted.
+#[utoipa::path(post, path = "/v1/templates/{name}/preview", tag = "templates",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "Template name"), PreviewQuery),
+    request_body = PreviewBody,
+    responses(
+        (status = 200, description = "The rendered HTML (or JSON with format=json)",
+            content((String = "text/html"), (Preview = "application/json"))),
+        (status = 400, description = "Bad query or malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such template, or no such version of it", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Nothing active to render, or the data does not fit it", body = ErrorBody)))]
+pub async fn preview_with_data(
+    State(state): State<ApiState>,
+    _: Authed<Admin>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PreviewQuery>,
+    ApiJson(body): ApiJson<PreviewBody>,
+) -> Result<Response, ApiError> {
+    if let Some(d) = &body.data
+        && !d.is_object()
+    {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "data",
+            "must be an object of template variables",
+        )]));
+    }
+    render_preview(&state, &name, q, Some(body)).await
+}
+
+async fn render_preview(
+    state: &ApiState,
+    name: &str,
+    q: PreviewQuery,
+    body: Option<PreviewBody>,
+) -> Result<Response, ApiError> {
+    let name = name.to_string();
     let json_format = q.format == Some(PreviewFormat::Json);
     let settings = state.settings();
     let templates = state.templates();
@@ -527,9 +581,14 @@ pub async fn preview(
         .lookup(templates::TemplateRef::Name(&name), locale)
         .await
         .map_err(path_problem)?;
-    let (email_type, data) = templates::type_and_examples(state.pool(), resolved.template_id)
-        .await?
-        .unwrap_or((EmailType::System, json!({})));
+    let (email_type, examples) =
+        templates::type_and_examples(state.pool(), resolved.template_id, q.version)
+            .await?
+            .unwrap_or((EmailType::System, json!({})));
+    let data = match body {
+        Some(PreviewBody { data: Some(d) }) => d,
+        _ => examples,
+    };
     let unsubscribe = format!(
         "{}/u/preview",
         settings.http.public_url.trim_end_matches('/')
@@ -546,6 +605,7 @@ pub async fn preview(
             email_type,
             unsubscribe_url: Some(&unsubscribe),
             track_as: None,
+            count_use: false,
         })
         .await
         .map_err(path_problem)?;

@@ -466,14 +466,24 @@ impl Deliverer {
         }
         match outcome {
             Outcome::Sent(a) => {
-                self.sent
+                let r = self
+                    .sent
                     .mark_sent(
                         email,
                         &a.provider_id,
                         a.provider_message_id.as_deref(),
                         rendered,
                     )
-                    .await
+                    .await?;
+                // A delivered test send counts on the template it was made of; losing one
+                // count is better than recording the send again.
+                if let (Recorded::Written(EmailStatus::Sent), Some(name)) =
+                    (&r, crate::templates::test_of(email))
+                    && let Err(e) = crate::templates::count_test_send(pool, name).await
+                {
+                    warn!(error = %e, template = name, "counting the test send failed");
+                }
+                Ok(r)
             }
             Outcome::Retry { failure, delay } if failure.is_soft_bounce() => {
                 let mut tx = pool.begin().await?;

@@ -39,16 +39,26 @@ pub async fn list_templates(pool: &PgPool) -> Result<Vec<TemplateSummary>, sqlx:
 }
 
 /// A template's email type (`administrative` sends as `system`) and the example data its
-/// declared variables carry (`{name: example}` for each variable with one).
+/// declared variables carry (`{name: example}` for each variable with one): the current
+/// version's, or with `version` that version's own (from `versions`).
 pub async fn type_and_examples(
     pool: &PgPool,
     template_id: Uuid,
+    version: Option<i32>,
 ) -> Result<Option<(EmailType, Value)>, sqlx::Error> {
-    let row: Option<(String, Option<Value>)> =
-        sqlx::query_as("SELECT type::text, variables FROM email_templates WHERE template_id = $1")
-            .bind(template_id)
-            .fetch_optional(pool)
-            .await?;
+    let row: Option<(String, Option<Value>)> = sqlx::query_as(
+        "SELECT type::text,
+                CASE WHEN $2::int IS NULL OR $2 = COALESCE(current_version, 1)
+                          OR jsonb_typeof(versions) IS DISTINCT FROM 'array' THEN variables
+                     ELSE COALESCE((SELECT v->'variables' FROM jsonb_array_elements(versions) AS v
+                                    WHERE v->'version' = to_jsonb($2::int) LIMIT 1), variables)
+                END
+         FROM email_templates WHERE template_id = $1",
+    )
+    .bind(template_id)
+    .bind(version)
+    .fetch_optional(pool)
+    .await?;
     Ok(row.map(|(kind, vars)| {
         let email_type = match kind.as_str() {
             "transactional" => EmailType::Transactional,
@@ -72,16 +82,13 @@ pub async fn type_and_examples(
     }))
 }
 
-/// One more test email sent of this template.
-pub async fn count_test_send<'e>(
-    exec: impl PgExecutor<'e>,
-    template_id: Uuid,
-) -> Result<(), sqlx::Error> {
+/// One more test email of the template named `name` was delivered.
+pub async fn count_test_send<'e>(exec: impl PgExecutor<'e>, name: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE email_templates SET test_emails_sent = COALESCE(test_emails_sent, 0) + 1
-         WHERE template_id = $1",
+         WHERE name = $1 AND deleted_at IS NULL",
     )
-    .bind(template_id)
+    .bind(name)
     .execute(exec)
     .await?;
     Ok(())

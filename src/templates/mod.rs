@@ -146,6 +146,15 @@ pub enum SyncError {
     Db(#[from] sqlx::Error),
 }
 
+/// The template a test send was made of (`metadata.testOf`, written by the test-send
+/// routes), or `None` for a real email.
+pub fn test_of(email: &ClaimedEmail) -> Option<&str> {
+    let meta = email.metadata.as_ref()?;
+    (meta.get("test") == Some(&Value::Bool(true)))
+        .then(|| meta.get("testOf").and_then(Value::as_str))
+        .flatten()
+}
+
 /// One render, fully described.
 #[derive(Debug, Clone)]
 pub struct RenderRequest<'a> {
@@ -167,6 +176,9 @@ pub struct RenderRequest<'a> {
     pub unsubscribe_url: Option<&'a str>,
     /// The email id for tracking tokens; tracking applies when set and enabled for the type.
     pub track_as: Option<Uuid>,
+    /// Counts in the template's `usage_count`: only the worker's render of a real email
+    /// (not the check at enqueue, a preview or a test send).
+    pub count_use: bool,
 }
 
 /// What a render produced.
@@ -416,6 +428,7 @@ impl Templates {
                 email_type: email.email_type,
                 unsubscribe_url: unsubscribe_url.as_deref(),
                 track_as: Some(email.email_id),
+                count_use: test_of(email).is_none(),
             })
             .await?;
         Ok(RenderedContent {
@@ -511,9 +524,11 @@ impl Templates {
             .map_err(|e| failed(format!("rendering panicked: {e}")))?
             .map_err(|p| failed(p.to_string()))?;
         drop(permit);
-        self.inner
-            .caches
-            .record_use(resolved.template_id, chrono::Utc::now().naive_utc());
+        if req.count_use {
+            self.inner
+                .caches
+                .record_use(resolved.template_id, chrono::Utc::now().naive_utc());
+        }
         Ok(Rendered {
             template_id: resolved.template_id,
             name: compiled.name.clone(),

@@ -204,9 +204,16 @@ async fn a_test_send_goes_through_the_pipeline_is_counted_and_rate_limited() {
             .fetch_one(&api.db.pool)
             .await
             .unwrap();
-    assert_eq!(sent, 1);
+    assert_eq!(sent, 0, "counted once delivered, not when queued");
     api.drain().await;
     assert_eq!(row(&api.db.pool, id).await.status, "sent");
+    let (sent, used): (i32, i32) = sqlx::query_as(
+        "SELECT test_emails_sent, COALESCE(usage_count, 0) FROM email_templates WHERE name = 'welcome'",
+    )
+    .fetch_one(&api.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((sent, used), (1, 0), "a test send is not a use");
     assert!(
         api.smtp.messages()[0]
             .header("Subject")
@@ -647,4 +654,75 @@ async fn a_datetime_sent_as_rfc_3339_is_printed_for_a_reader() {
         "formatted, not the raw ISO string: {text}"
     );
     assert!(!text.contains("2026-03-14T10:30:00Z"), "{text}");
+}
+
+#[tokio::test]
+async fn a_preview_takes_data_and_an_old_version_shows_with_its_own_examples() {
+    let api = start(&[]).await;
+    let (_, admin) = api.admin().await;
+    let p: Value = api
+        .post_json(
+            "/v1/templates/welcome/preview?format=json",
+            &admin,
+            &json!({"data": {"user": {"first_name": "Robin"}}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(p["subject"].as_str().unwrap().contains("Robin"), "{p}");
+    assert_eq!(p["data"]["user"]["first_name"], "Robin");
+    let r = api
+        .post_json(
+            "/v1/templates/welcome/preview",
+            &admin,
+            &json!({"data": {"user": "Robin"}}),
+        )
+        .await;
+    let (_, err) = error_code(r, 422).await;
+    assert!(err.to_string().contains("user"), "{err}");
+    let r = api
+        .post_json(
+            "/v1/templates/welcome/preview",
+            &admin,
+            &json!({"data": [1]}),
+        )
+        .await;
+    error_code(r, 422).await;
+
+    // Version 2 renames the variable: version 1 previews with version 1's examples.
+    sqlx::query(
+        "UPDATE email_templates SET
+            versions = COALESCE(versions, '[]') || jsonb_build_array(jsonb_build_object(
+                'version', 1, 'subject', subject, 'html_content', html_content,
+                'text_content', text_content, 'variables', variables)),
+            current_version = 2,
+            subject = 'Hello {{ member.first_name }}',
+            html_content = replace(html_content, 'user.first_name', 'member.first_name'),
+            text_content = NULL,
+            variables = '[{\"name\": \"member\", \"type\": \"object\", \"required\": true, \"example\": {\"first_name\": \"Kim\"}}]',
+            updated_at = now()
+         WHERE name = 'welcome'",
+    )
+    .execute(&api.db.pool)
+    .await
+    .unwrap();
+    let v1: Value = api
+        .get(
+            "/v1/templates/welcome/preview?format=json&version=1",
+            &admin,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v1["version"], 1, "{v1}");
+    assert!(v1["subject"].as_str().unwrap().contains("Maya"), "{v1}");
+    let v2: Value = api
+        .get("/v1/templates/welcome/preview?format=json", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v2["subject"], "Hello Kim", "{v2}");
 }
