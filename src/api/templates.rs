@@ -21,7 +21,7 @@ use super::emails::{Enqueued, Recipient, TemplateRef, validate_recipient};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, FieldError};
 use crate::config::Settings;
 use crate::queue::{self, EmailPriority, EmailStatus, EmailType, NewEmail};
-use crate::templates::{self, LookupError, RenderError, RenderRequest, Rendered, Templates};
+use crate::templates::{self, LookupError, RenderError, RenderRequest, Templates};
 
 /// Why a template could not be used: problems of the request (422, each naming its field)
 /// or an internal failure.
@@ -78,16 +78,9 @@ fn path_problem(e: RenderError) -> ApiError {
     }
 }
 
-/// Renders to check (and learn the template's id and current version), mapping problems.
-async fn render_check(
-    templates: &Templates,
-    req: RenderRequest<'_>,
-) -> Result<Rendered, TemplateUseError> {
-    templates.render(req).await.map_err(render_problem)
-}
-
-/// A template email at enqueue: rendered once to validate `data` (a missing variable is a
-/// 422 naming it), then stored as template_id + template_data with empty subject and HTML,
+/// A template email at enqueue: `data` checked against the template's declarations (a
+/// missing variable is a 422 naming it; rendered once only for a template that reads
+/// variables it does not declare, see [`Templates::check_data`]), then stored as template_id + template_data with empty subject and HTML,
 /// its version pinned in `metadata.templateVersion` (and the locale in `metadata.locale`);
 /// the worker renders it at send time.
 pub async fn resolve_for_enqueue(
@@ -95,23 +88,16 @@ pub async fn resolve_for_enqueue(
     mut email: NewEmail,
     t: TemplateRef,
 ) -> Result<NewEmail, TemplateUseError> {
-    let r = render_check(
-        templates,
-        RenderRequest {
-            template: templates::TemplateRef::Name(&t.name),
-            locale: t.locale.as_deref(),
-            locale_is_guess: false,
-            version: None,
-            data: Some(&t.data),
-            recipient_email: &email.to_email,
-            recipient_name: email.to_name.as_deref(),
-            email_type: email.email_type,
-            unsubscribe_url: None,
-            track_as: None,
-            count_use: false,
-        },
-    )
-    .await?;
+    let r = templates
+        .check_data(
+            templates::TemplateRef::Name(&t.name),
+            t.locale.as_deref(),
+            &t.data,
+            email.email_type,
+            &email.to_email,
+        )
+        .await
+        .map_err(render_problem)?;
     if templates.strict_data() && !r.undeclared.is_empty() {
         let errors = r
             .undeclared

@@ -200,6 +200,17 @@ pub struct Rendered {
     pub declared: Vec<String>,
 }
 
+/// What [`Templates::check_data`] found.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub template_id: Uuid,
+    pub name: String,
+    pub version: i32,
+    /// As in [`Rendered::undeclared`].
+    pub undeclared: Vec<String>,
+    pub declared: Vec<String>,
+}
+
 struct Inner {
     pool: PgPool,
     settings: TemplateSettings,
@@ -537,6 +548,90 @@ impl Templates {
             html: parts.html,
             text: parts.text,
             tracked,
+            undeclared,
+            declared,
+        })
+    }
+
+    /// What an enqueue needs to know of `data` for a template: the data checked against
+    /// the current version's declarations without rendering when the template reads only
+    /// declared variables (a synced template always does), else by rendering it once.
+    pub async fn check_data(
+        &self,
+        template: TemplateRef<'_>,
+        locale: Option<&str>,
+        data: &Value,
+        email_type: crate::queue::EmailType,
+        recipient_email: &str,
+    ) -> Result<Checked, RenderError> {
+        let map = match data {
+            Value::Object(m) => {
+                let limit = self.inner.settings.max_data_bytes;
+                if vars::exceeds_size(data, limit) {
+                    return Err(RenderError::DataTooLarge { limit });
+                }
+                m
+            }
+            Value::Null => &Map::new(),
+            other => return Err(RenderError::DataNotObject(vars::json_kind(other))),
+        };
+        let locale_s = locale
+            .unwrap_or(&self.inner.settings.default_locale)
+            .to_string();
+        let mode = if locale.is_none() {
+            Mode::Guessed
+        } else {
+            Mode::Named
+        };
+        let resolved = self.lookup_as(template, &locale_s, mode).await?;
+        let compiled = self.compiled(&resolved, None).await?;
+        if !compiled.compiled.reads_only_declared() {
+            let r = self
+                .render(RenderRequest {
+                    template,
+                    locale,
+                    locale_is_guess: false,
+                    version: None,
+                    data: Some(data),
+                    recipient_email,
+                    recipient_name: None,
+                    email_type,
+                    unsubscribe_url: None,
+                    track_as: None,
+                    count_use: false,
+                })
+                .await?;
+            return Ok(Checked {
+                template_id: r.template_id,
+                name: r.name,
+                version: r.version,
+                undeclared: r.undeclared,
+                declared: r.declared,
+            });
+        }
+        compiled
+            .compiled
+            .validate(map)
+            .map_err(|p| RenderError::Template {
+                name: compiled.name.clone(),
+                version: compiled.version,
+                problem: p.to_string(),
+            })?;
+        let declared: Vec<String> = compiled
+            .compiled
+            .variables
+            .iter()
+            .map(|v| v.name.clone())
+            .collect();
+        let undeclared = map
+            .keys()
+            .filter(|k| !declared.contains(k))
+            .cloned()
+            .collect();
+        Ok(Checked {
+            template_id: resolved.template_id,
+            name: compiled.name.clone(),
+            version: compiled.version,
             undeclared,
             declared,
         })

@@ -116,6 +116,8 @@ pub struct Compiled {
     /// Sources by file name, to quote expressions in errors.
     sources: Vec<(&'static str, String)>,
     pub variables: Vec<VariableDecl>,
+    /// See [`Compiled::reads_only_declared`].
+    reads_only_declared: bool,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -157,7 +159,9 @@ impl Compiled {
             css_cache: CssCache::default(),
             sources,
             variables,
+            reads_only_declared: false,
         };
+        compiled.reads_only_declared = compiled.find_reads_only_declared();
         match preinline::build(layout, src.html, inline_css) {
             Ok(source) => {
                 if compiled.tera.add_raw_template(PREINLINED, &source).is_ok() {
@@ -180,6 +184,29 @@ impl Compiled {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Whether every variable the parts read is declared (or common): then checking data
+    /// against the declarations tells what a render would about the variables' presence and
+    /// types, without rendering.
+    pub fn reads_only_declared(&self) -> bool {
+        self.reads_only_declared
+    }
+
+    fn find_reads_only_declared(&self) -> bool {
+        !self.variables.is_empty()
+            && self.sources.iter().all(|(file, _)| {
+                self.variables_read(file).into_iter().all(|v| {
+                    v == "loop"
+                        || files::COMMON_VARIABLES.contains(&v)
+                        || self.variables.iter().any(|d| d.name == v)
+                })
+            })
+    }
+
+    /// Checks `data` against the declarations, as a render does first.
+    pub fn validate(&self, data: &Map<String, Value>) -> Result<(), RenderProblem> {
+        Ok(vars::validate(&self.variables, data)?)
     }
 
     /// Whether the CSS is inlined once for the version rather than once per email.

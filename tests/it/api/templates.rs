@@ -726,3 +726,55 @@ async fn a_preview_takes_data_and_an_old_version_shows_with_its_own_examples() {
         .unwrap();
     assert_eq!(v2["subject"], "Hello Kim", "{v2}");
 }
+
+/// Enqueue checks `data` against the declarations without rendering when the template reads
+/// only what it declares; a template written by another tool that reads undeclared
+/// variables is rendered once instead, so a variable it needs is still a 422.
+#[tokio::test]
+async fn enqueue_checks_declared_data_and_renders_what_declares_nothing() {
+    let api = start(&[]).await;
+    let token = api.token(&[Scope::Enqueue]).await;
+    sqlx::query(
+        "INSERT INTO email_templates (name, type, category, status, subject, html_content, created_by)
+         VALUES ('legacy_notice', 'transactional', 'system_alert', 'active', 'Notice for {{ pet }}',
+                 '<p>{{ pet }} is ready</p>', $1)",
+    )
+    .bind(adopt_worker::templates::SYSTEM_USER_ID)
+    .execute(&api.db.pool)
+    .await
+    .unwrap();
+    let email = |template: &str, data: Value| json!({"to": "a@example.com", "type": "transactional", "template": template, "data": data});
+    let r = api
+        .post_json("/v1/emails", &token, &email("legacy_notice", json!({})))
+        .await;
+    let (_, err) = error_code(r, 422).await;
+    assert!(err.to_string().contains("pet"), "{err}");
+    let r = api
+        .post_json(
+            "/v1/emails",
+            &token,
+            &email("legacy_notice", json!({"pet": "Rex"})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+
+    // Declared: a missing or mistyped variable is named without a render.
+    let r = api
+        .post_json("/v1/emails", &token, &email("welcome", json!({})))
+        .await;
+    let (_, err) = error_code(r, 422).await;
+    assert!(
+        err.to_string()
+            .contains("missing required variable \\\"user\\\""),
+        "{err}"
+    );
+    let r = api
+        .post_json(
+            "/v1/emails",
+            &token,
+            &email("welcome", json!({"user": "Maya"})),
+        )
+        .await;
+    let (_, err) = error_code(r, 422).await;
+    assert!(err.to_string().contains("must be an object"), "{err}");
+}
