@@ -5,6 +5,7 @@
 mod props;
 mod request;
 mod schema;
+mod template;
 mod view;
 
 use axum::Json;
@@ -20,6 +21,8 @@ use uuid::Uuid;
 pub use request::{
     EnqueueRequest, NamedRecipient, Recipient, TemplateRef, Validated, validate_recipient,
 };
+pub use template::{TemplateUseError, resolve_for_enqueue};
+pub(in crate::api) use template::{invalid, render_problem};
 pub use view::{EmailList, EmailView};
 
 use super::ApiState;
@@ -28,7 +31,6 @@ use super::error::{
     ApiError, ApiPath, ApiQuery, ErrorBody, FieldError, RawBody, parse_json, require_json,
 };
 use super::idempotency;
-use super::templates::TemplateUseError;
 use super::tokens::Scope;
 use crate::preferences;
 use crate::queue::{self, EmailStatus, ListAfter, ListFilter, RetryResult};
@@ -271,7 +273,7 @@ async fn prepare(
     }
     match v.template {
         None => Ok(v.email),
-        Some(t) => super::templates::resolve_for_enqueue(state.templates(), v.email, t).await,
+        Some(t) => resolve_for_enqueue(state.templates(), v.email, t).await,
     }
 }
 
