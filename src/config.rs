@@ -11,6 +11,9 @@ use serde::Deserialize;
 
 use crate::delivery::retry::RetryPolicy;
 
+mod jobs;
+pub use jobs::{JobName, JobSchedule, JobSettings};
+
 /// The defaults, compiled in so the binary runs with no file at all.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -38,7 +41,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub log: LogSettings,
     pub auth: AuthSettings,
-    pub jobs: crate::jobs::JobSettings,
+    pub jobs: JobSettings,
     pub metrics: MetricsSettings,
     pub templates: TemplateSettings,
     pub tracking: TrackingSettings,
@@ -506,8 +509,11 @@ pub struct TemplateSettings {
     pub strict_data: bool,
 }
 
+/// `templates.max_source_bytes` when the file does not set it.
+pub const DEFAULT_MAX_SOURCE_BYTES: usize = 256 * 1024;
+
 fn default_max_source_bytes() -> usize {
-    crate::templates::files::DEFAULT_MAX_SOURCE_BYTES
+    DEFAULT_MAX_SOURCE_BYTES
 }
 
 impl TemplateSettings {

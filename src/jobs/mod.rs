@@ -15,7 +15,6 @@ mod expire_applications;
 mod expire_moderation;
 mod reclaim;
 mod retention;
-mod settings;
 mod support;
 
 use std::collections::HashMap;
@@ -31,51 +30,8 @@ use sqlx::PgPool;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{AppSettings, Settings};
+pub use crate::config::{JobName, JobSchedule, JobSettings};
 use crate::metrics;
-pub use settings::{JobSchedule, JobSettings};
-
-/// The scheduled jobs. Their names are a contract (CLI, `worker_job_runs.job_name`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JobName {
-    Digest,
-    ExpireApplications,
-    ExpireModeration,
-    AuditPartitions,
-    Reclaim,
-    Retention,
-}
-
-impl JobName {
-    pub const ALL: [JobName; 6] = [
-        JobName::Digest,
-        JobName::ExpireApplications,
-        JobName::ExpireModeration,
-        JobName::AuditPartitions,
-        JobName::Reclaim,
-        JobName::Retention,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobName::Digest => "digest",
-            JobName::ExpireApplications => "expire-applications",
-            JobName::ExpireModeration => "expire-moderation",
-            JobName::AuditPartitions => "audit-partitions",
-            JobName::Reclaim => "reclaim",
-            JobName::Retention => "retention",
-        }
-    }
-
-    fn valid_names() -> String {
-        Self::ALL.map(JobName::as_str).join(", ")
-    }
-}
-
-impl fmt::Display for JobName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 impl FromStr for JobName {
     type Err = JobError;

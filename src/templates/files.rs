@@ -48,8 +48,7 @@ pub const COMMON_VARIABLES: [&str; 4] = ["app", "recipient", "unsubscribe_url", 
 pub const MAX_SUBJECT_CHARS: usize = 500;
 /// `email_templates.locale` is VARCHAR(10).
 pub const MAX_LOCALE_CHARS: usize = 10;
-/// `templates.max_source_bytes` when not configured.
-pub const DEFAULT_MAX_SOURCE_BYTES: usize = 256 * 1024;
+pub use crate::config::DEFAULT_MAX_SOURCE_BYTES;
 
 /// What loading a directory needs from the configuration.
 #[derive(Debug, Clone)]

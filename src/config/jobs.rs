@@ -1,5 +1,6 @@
-//! The `[jobs]` configuration section and each job's schedule.
+//! The `[jobs]` configuration section: the scheduled jobs' names and each one's schedule.
 
+use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -7,7 +8,48 @@ use apalis_cron::Tick;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::JobName;
+/// The scheduled jobs. Their names are a contract (CLI, `worker_job_runs.job_name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobName {
+    Digest,
+    ExpireApplications,
+    ExpireModeration,
+    AuditPartitions,
+    Reclaim,
+    Retention,
+}
+
+impl JobName {
+    pub const ALL: [JobName; 6] = [
+        JobName::Digest,
+        JobName::ExpireApplications,
+        JobName::ExpireModeration,
+        JobName::AuditPartitions,
+        JobName::Reclaim,
+        JobName::Retention,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobName::Digest => "digest",
+            JobName::ExpireApplications => "expire-applications",
+            JobName::ExpireModeration => "expire-moderation",
+            JobName::AuditPartitions => "audit-partitions",
+            JobName::Reclaim => "reclaim",
+            JobName::Retention => "retention",
+        }
+    }
+
+    pub(crate) fn valid_names() -> String {
+        Self::ALL.map(JobName::as_str).join(", ")
+    }
+}
+
+impl fmt::Display for JobName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// `[jobs]` in the configuration (see `config/default.toml` for every key's meaning).
 #[derive(Debug, Clone, Deserialize)]
