@@ -1,6 +1,7 @@
 //! Where messages go: a pooled SMTP relay, or the local outbox of `.eml` files when no
 //! SMTP is configured (the embedded default).
 
+mod data;
 mod relay;
 mod tls;
 

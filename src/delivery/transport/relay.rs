@@ -27,6 +27,7 @@ use lettre::transport::smtp::response::Response;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::super::classify::SendFailure;
+use super::data::DataContent;
 use super::tls::{self, ExtraRoots};
 
 /// A pooled connection idle longer than this is checked with NOOP before use.
@@ -414,7 +415,11 @@ async fn transaction(
         return Err((first.failure, Connection::Usable));
     }
     conn.command(Data).await.map_err(fail)?;
-    let response = conn.message(bytes).await.map_err(fail)?;
+    let response = match DataContent::new(bytes) {
+        Some(content) => conn.command(content).await,
+        None => conn.message(bytes).await,
+    }
+    .map_err(fail)?;
     Ok(Delivered { response, refused })
 }
 
