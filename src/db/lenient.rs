@@ -10,6 +10,19 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Postgres, Type};
 
+/// "a string", "an object"...: what a JSON value is, never what it holds (reasons are shown
+/// to operators and must not leak tokens from the data).
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Deepest JSON nesting accepted in a row's JSON columns (rendering and the gate walk it
 /// recursively).
 pub const MAX_JSON_DEPTH: usize = 64;

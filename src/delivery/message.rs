@@ -3,9 +3,8 @@
 
 mod headers;
 mod qp;
-pub mod text;
 
-pub use text::{WIDTH as TEXT_WIDTH, html_to_text, html_to_words};
+pub use crate::templates::text::{WIDTH as TEXT_WIDTH, html_to_text, html_to_words};
 
 use lettre::address::Envelope;
 use lettre::message::header::{ContentTransferEncoding, Header, HeaderName, HeaderValue};
@@ -33,15 +32,7 @@ pub enum InvalidEmail {
     Build(String),
 }
 
-/// Which parts the recipient gets (`email_preferences.email_format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BodyFormat {
-    /// multipart/alternative: text and HTML (`html` and `both`).
-    #[default]
-    Multipart,
-    /// text/plain only (`text`).
-    TextOnly,
-}
+pub use crate::preferences::BodyFormat;
 
 /// The content to send; for template emails this is what the renderer produced.
 #[derive(Debug, Clone)]

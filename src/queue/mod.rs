@@ -7,6 +7,7 @@ mod enqueue;
 mod held;
 mod model;
 mod read;
+mod recipient;
 pub mod tracking;
 
 use std::sync::LazyLock;
@@ -30,6 +31,7 @@ pub use model::{
 pub use read::{
     EmailRecord, ListAfter, ListFilter, RetryResult, find_email, list_emails, retry_failed,
 };
+pub use recipient::RecipientPrefs;
 
 /// `scheduled_for` of rows held for a digest: never due on its own. A far-future date
 /// rather than `'infinity'`, which many clients (sqlx/chrono among them) cannot decode.
@@ -158,8 +160,8 @@ pub fn claim_statement() -> &'static str {
             SELECT {}, {}
             FROM claimed c {}",
             claimed_columns!("c."),
-            crate::preferences::RECIPIENT_COLUMNS,
-            crate::preferences::RECIPIENT_JOIN,
+            recipient::RECIPIENT_COLUMNS,
+            recipient::RECIPIENT_JOIN,
         )
     });
     SQL.as_str()
@@ -219,8 +221,8 @@ pub async fn claim_one<'e>(
             SELECT {}, {}
             FROM claimed c {}",
             claimed_columns!("c."),
-            crate::preferences::RECIPIENT_COLUMNS,
-            crate::preferences::RECIPIENT_JOIN,
+            recipient::RECIPIENT_COLUMNS,
+            recipient::RECIPIENT_JOIN,
         )
     });
     let sent_at = std::time::Instant::now();

@@ -129,7 +129,7 @@ pub fn metadata_problem(v: &serde_json::Value) -> Option<String> {
         serde_json::Value::Object(_) | serde_json::Value::Null => None,
         other => Some(format!(
             "must be a JSON object, got {}",
-            crate::templates::vars::json_kind(other)
+            crate::db::lenient::json_kind(other)
         )),
     }
 }
@@ -221,7 +221,7 @@ pub struct ClaimedEmail {
     /// every column leniently so that such a row fails alone, with this as its reason.
     pub undecodable: Option<String>,
     /// The recipient's preferences, joined by the claim.
-    pub recipient: crate::preferences::RecipientPrefs,
+    pub recipient: super::recipient::RecipientPrefs,
     /// This process's clock when it sent the claim statement (never after the claim
     /// itself): the row's lease runs from here. `None` for a row built by hand.
     pub claim_sent_at: Option<std::time::Instant>,
@@ -257,7 +257,7 @@ pub(super) struct ClaimedRow {
     created_at: Option<NaiveDateTime>,
     tags: Option<TextArray>,
     #[sqlx(flatten)]
-    recipient: crate::preferences::RecipientPrefs,
+    recipient: super::recipient::RecipientPrefs,
 }
 
 impl From<ClaimedRow> for ClaimedEmail {

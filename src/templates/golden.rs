@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 
 use super::render::{self, Common, Compiled, Sources};
+use super::text::html_to_text;
 use super::{EMBEDDED_LAYOUT, example_data, files};
 use crate::bench_fixture;
-use crate::delivery::message::html_to_text;
 
 const DIR: &str = "tests/golden/text";
 
@@ -104,8 +104,7 @@ fn check_shape(name: &str, text: &str) {
         let body = line.trim_start_matches(['>', ' ', '*', '-']);
         let body = body.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
         assert!(
-            line.chars().count() <= crate::delivery::message::TEXT_WIDTH
-                || !body.trim().contains(' '),
+            line.chars().count() <= super::text::WIDTH || !body.trim().contains(' '),
             "{name}:{}: {} columns: {line:?}",
             i + 1,
             line.chars().count()

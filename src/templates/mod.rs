@@ -23,6 +23,7 @@ mod props;
 mod render;
 mod store;
 mod sync;
+pub mod text;
 pub mod vars;
 
 use std::path::Path;

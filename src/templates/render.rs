@@ -335,9 +335,9 @@ impl Compiled {
                 (None, Some((entry, masked))) if tracked => {
                     let doc = entry.derived().neutralized.as_deref().unwrap_or_default();
                     let untracked = masked.substitute(doc);
-                    crate::delivery::message::html_to_text(&untracked)
+                    super::text::html_to_text(&untracked)
                 }
-                (None, _) => crate::delivery::message::html_to_text(&html),
+                (None, _) => super::text::html_to_text(&html),
             }
             .trim()
             .to_string()
@@ -394,12 +394,12 @@ struct Masked<'a> {
 
 /// Starts every mark: a private-use character that no value may hold (the text part knows
 /// a block holding it depends on a recipient's value).
-const MARK: char = crate::delivery::message::text::MASK;
+const MARK: char = super::text::MASK;
 const MARK_END: char = '\u{E011}';
 
 fn mark_prefix() -> &'static str {
     static PREFIX: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| format!("{MARK}{}", crate::delivery::message::text::nonce()));
+        std::sync::LazyLock::new(|| format!("{MARK}{}", super::text::nonce()));
     &PREFIX
 }
 
@@ -500,7 +500,7 @@ struct CacheEntry {
     /// inlining it): its unsafe links neutralised and the places of its links.
     derived: std::sync::OnceLock<Derived>,
     /// The text part of the neutralised document, before wrapping.
-    text: std::sync::OnceLock<crate::delivery::message::text::TextDoc>,
+    text: std::sync::OnceLock<super::text::TextDoc>,
 }
 
 struct Derived {
@@ -550,12 +550,12 @@ impl CacheEntry {
     }
 
     /// Only for an email [`CacheEntry::neutralized_for`] accepted.
-    fn text(&self) -> &crate::delivery::message::text::TextDoc {
+    fn text(&self) -> &super::text::TextDoc {
         self.text.get_or_init(|| match &self.derived().neutralized {
-            Some(doc) => crate::delivery::message::text::html_to_text_doc(doc),
+            Some(doc) => super::text::html_to_text_doc(doc),
             None => {
                 let doc = crate::tracking::neutralize_unsafe_hrefs(self.doc());
-                crate::delivery::message::text::html_to_text_doc(&doc)
+                super::text::html_to_text_doc(&doc)
             }
         })
     }
@@ -1124,7 +1124,7 @@ mod tests {
     /// The text part made from this email's own HTML.
     fn text_alone(html: &str) -> String {
         let html = crate::tracking::neutralize_unsafe_hrefs(html);
-        crate::delivery::message::html_to_text(&html)
+        crate::templates::text::html_to_text(&html)
             .trim()
             .to_string()
     }

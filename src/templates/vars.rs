@@ -274,18 +274,7 @@ fn nested_urls(path: &str, value: &Value) -> Result<(), VarProblem> {
     Ok(())
 }
 
-/// "a string", "an object"...: what a JSON value is, never what it holds (reasons are shown
-/// to operators and must not leak tokens from the data).
-pub fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub use crate::db::lenient::json_kind;
 
 /// Whether the JSON text of `v` would exceed `limit` bytes, computed without serialising
 /// (an estimate within a few percent: escapes are counted as one byte) and stopping early.
