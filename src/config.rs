@@ -12,7 +12,9 @@ use serde::Deserialize;
 use crate::delivery::retry::RetryPolicy;
 
 mod jobs;
+mod verp;
 pub use jobs::{JobName, JobSchedule, JobSettings};
+pub use verp::ReturnPath;
 
 /// The defaults, compiled in so the binary runs with no file at all.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -154,10 +156,8 @@ pub struct BounceSettings {
 
 impl BounceSettings {
     /// `bounce.return_path`, checked at load: `None` when empty.
-    pub fn return_path(&self) -> Option<crate::bounces::ReturnPath> {
-        crate::bounces::ReturnPath::parse(&self.return_path)
-            .ok()
-            .flatten()
+    pub fn return_path(&self) -> Option<ReturnPath> {
+        ReturnPath::parse(&self.return_path).ok().flatten()
     }
 }
 
@@ -424,8 +424,7 @@ impl Settings {
         if self.bounce.soft_bounce_threshold < 1 {
             return invalid("bounce.soft_bounce_threshold must be at least 1".into());
         }
-        crate::bounces::ReturnPath::parse(&self.bounce.return_path)
-            .map_err(ConfigError::Invalid)?;
+        ReturnPath::parse(&self.bounce.return_path).map_err(ConfigError::Invalid)?;
         self.retry.validate().map_err(ConfigError::Invalid)?;
         let a = &self.auth;
         if !a.jwt_secret.is_empty() && a.jwt_secret.len() < 32 {
@@ -468,7 +467,7 @@ impl Settings {
         self.tracking.validate().map_err(ConfigError::Invalid)?;
         self.validate_http()?;
         for d in &self.api.allowed_sender_domains {
-            if !crate::tracking::valid_host_entry(d) {
+            if !valid_host_entry(d) {
                 return invalid(format!(
                     "api.allowed_sender_domains: {d:?} is not a domain (or *.domain)"
                 ));
@@ -507,6 +506,17 @@ pub struct TemplateSettings {
     /// The API refuses `data` keys a template does not declare.
     #[serde(default = "yes")]
     pub strict_data: bool,
+}
+
+/// Whether `entry` is a valid `tracking.redirect_hosts` entry: a host name (or IP address),
+/// optionally prefixed by `*.`.
+pub fn valid_host_entry(entry: &str) -> bool {
+    let host = entry.strip_prefix("*.").unwrap_or(entry);
+    !host.is_empty()
+        && !host.contains('*')
+        && url::Host::parse(host).is_ok()
+        && url::Url::parse(&format!("http://{host}/"))
+            .is_ok_and(|u| u.host_str().is_some_and(|h| h.eq_ignore_ascii_case(host)))
 }
 
 /// `templates.max_source_bytes` when the file does not set it.
@@ -581,7 +591,7 @@ impl TrackingSettings {
             ));
         }
         for h in &self.redirect_hosts {
-            if !crate::tracking::valid_host_entry(h) {
+            if !valid_host_entry(h) {
                 return Err(format!(
                     "tracking.redirect_hosts: {h:?} is not a host name (or *.domain)"
                 ));

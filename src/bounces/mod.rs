@@ -1,18 +1,17 @@
 //! Bounces and complaints that come back by mail (README "Bounces and complaints"): the VERP
-//! envelope sender that names each email ([`verp`]), the reading of delivery status
+//! envelope sender that names each email ([`ReturnPath`]), the reading of delivery status
 //! notifications and abuse reports ([`dsn`]), and applying them to the rows ([`ingest`]),
 //! from `adopt-worker bounces ingest` (an MTA's pipe) or `POST /v1/webhooks/dsn`.
 
 pub mod dsn;
 pub mod ingest;
-pub mod verp;
 
 use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
+pub use crate::config::ReturnPath;
 pub use ingest::{IngestError, IngestSettings, Ingested, MatchedBy};
-pub use verp::ReturnPath;
 
 use crate::config::Settings;
 

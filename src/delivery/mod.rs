@@ -68,7 +68,7 @@ pub struct DeliveryPolicy {
     /// its rows.
     pub from_name: String,
     /// `bounce.return_path`: the VERP envelope sender; `None`: the From address.
-    pub return_path: Option<crate::bounces::ReturnPath>,
+    pub return_path: Option<crate::config::ReturnPath>,
 }
 
 type RateLimiter = governor::DefaultDirectRateLimiter;

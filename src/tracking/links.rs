@@ -342,16 +342,7 @@ impl RedirectHosts {
     }
 }
 
-/// Whether `entry` is a valid `tracking.redirect_hosts` entry: a host name (or IP address),
-/// optionally prefixed by `*.`.
-pub fn valid_host_entry(entry: &str) -> bool {
-    let host = entry.strip_prefix("*.").unwrap_or(entry);
-    !host.is_empty()
-        && !host.contains('*')
-        && url::Host::parse(host).is_ok()
-        && url::Url::parse(&format!("http://{host}/"))
-            .is_ok_and(|u| u.host_str().is_some_and(|h| h.eq_ignore_ascii_case(host)))
-}
+pub use crate::config::valid_host_entry;
 
 /// The URL a click token is signed for, or None when the link is not to be rewritten: only
 /// absolute `http(s)` URLs whose host is on `hosts`. The URL is returned serialised as the
