@@ -9,11 +9,12 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use serde::Deserialize;
 
-use crate::delivery::retry::RetryPolicy;
-
 mod jobs;
+mod retry;
 mod verp;
 pub use jobs::{JobName, JobSchedule, JobSettings};
+pub(crate) use retry::MAX_SECS;
+pub use retry::{MIN_HINT, RetryPolicy};
 pub use verp::ReturnPath;
 
 /// The defaults, compiled in so the binary runs with no file at all.
