@@ -17,6 +17,8 @@ pub(crate) use retry::MAX_SECS;
 pub use retry::{MIN_HINT, RetryPolicy};
 pub use verp::ReturnPath;
 
+pub use crate::db::{DatabaseSettings, redact_url};
+
 /// The defaults, compiled in so the binary runs with no file at all.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -58,24 +60,6 @@ pub struct AppSettings {
     pub support_email: String,
     pub from_email: String,
     pub from_name: String,
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatabaseSettings {
-    pub url: String,
-    pub max_connections: u32,
-    pub acquire_timeout_secs: u64,
-}
-
-impl std::fmt::Debug for DatabaseSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseSettings")
-            .field("url", &redact_url(&self.url))
-            .field("max_connections", &self.max_connections)
-            .field("acquire_timeout_secs", &self.acquire_timeout_secs)
-            .finish()
-    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -652,20 +636,6 @@ fn parse_env_value(value: figment::value::Value) -> figment::value::Value {
         "true" => Value::Bool(*tag, true),
         "false" => Value::Bool(*tag, false),
         _ => value,
-    }
-}
-
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for logs.
-pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) if raw.is_empty() => String::new(),
-        Err(_) => "<unparseable url>".to_string(),
     }
 }
 

@@ -4,11 +4,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use serde::Deserialize;
 use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{PgPool, Postgres};
-
-use crate::config::{DatabaseSettings, redact_url};
 
 pub mod lenient;
 
@@ -168,6 +167,39 @@ pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
             .fetch_one(pool)
             .await?;
     Ok(applied.unwrap_or(0) >= latest)
+}
+
+/// `[database]` in the configuration.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_secs", &self.acquire_timeout_secs)
+            .finish()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for logs.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) if raw.is_empty() => String::new(),
+        Err(_) => "<unparseable url>".to_string(),
+    }
 }
 
 #[cfg(test)]
