@@ -2,9 +2,9 @@
 //! SNS messages"): the canonical string of the message's fields, signed with SHA1withRSA
 //! (`SignatureVersion` 1) or SHA256withRSA (2) by the certificate at `SigningCertURL`.
 //!
-//! That URL must be `https://sns.<region>.amazonaws.com[.cn]/...pem`, checked before anything
-//! is fetched, so a forged message cannot make us fetch from elsewhere (or trust a key from
-//! elsewhere). Certificates are fetched through [`SnsHttp`] (HTTPS in production; tests
+//! That URL must be `https://sns.<region>.amazonaws.com[.cn]/SimpleNotificationService-<id>.pem`,
+//! checked before anything is fetched, so a forged message cannot make us fetch from elsewhere
+//! (or trust a key from elsewhere). Certificates are fetched through [`SnsHttp`] (HTTPS in production; tests
 //! serve their own certificate through the same trait, the host check unchanged) and their
 //! keys cached by URL until the certificate expires.
 
@@ -229,9 +229,18 @@ impl SnsVerifier {
     /// Checks `message`'s signature with the certificate its `SigningCertURL` names.
     pub async fn verify(&self, message: &SnsMessage) -> Result<(), SnsError> {
         let url = sns_url(&message.signing_cert_url)?;
-        if !url.path().ends_with(".pem") {
+        // SNS's certificates are `/SimpleNotificationService-<id>.pem`: anything else on an
+        // SNS host is no certificate, and is not fetched (nor can it fill the cache).
+        let name = url.path().strip_prefix("/SimpleNotificationService-");
+        if url.query().is_some()
+            || !name.is_some_and(|n| {
+                n.strip_suffix(".pem").is_some_and(|id| {
+                    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+            })
+        {
             return Err(SnsError::NotSns(format!(
-                "SigningCertURL {:?} does not name a .pem certificate",
+                "SigningCertURL {:?} does not name an SNS certificate (/SimpleNotificationService-<id>.pem)",
                 message.signing_cert_url
             )));
         }
