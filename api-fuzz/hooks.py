@@ -9,6 +9,13 @@ with the timestamp set to now. A request whose headers were generated as invalid
 or whose signature was removed or replaced (the ignored_auth check's probes), is sent as it
 is, so the server must refuse it.
 
+The provider webhooks are signed the way each provider signs them, with the keys the script
+configured the server with: SendGrid's ECDSA signature of "{timestamp}{raw body}" (the
+`sendgrid_signature` scheme's placeholder is replaced here, as above; api-fuzz/p256.py signs),
+and a Mailgun body's `signature` object (timestamp now, a fresh token, the HMAC) when the case
+is valid. Postmark's basic auth comes from schemathesis.toml. SES cannot be signed here (SNS
+signs with Amazon's certificate): its cases are refused, 401 or 403, and must never be a 5xx.
+
 2. A request generated as valid stays valid for what no schema can say: an enqueue's
 `user_id` names the fuzzing admin (a user that exists) and its `to` is then that user's
 address, its `from` is at the allowed sender domain, a template email names a template
@@ -22,14 +29,21 @@ import hashlib
 import hmac
 import json
 import os
+import sys
 import time
+import uuid
 
 import requests
 import schemathesis
 from schemathesis.core.parameters import ParameterLocation
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import p256  # noqa: E402
+
 PLACEHOLDER = "sign-me"
 SECRET = os.environ["ADOPT_FUZZ_WEBHOOK_SECRET"].encode()
+SENDGRID_KEY = p256.scalar(os.environ["ADOPT_FUZZ_SENDGRID_KEY"])
+MAILGUN_KEY = os.environ["ADOPT_FUZZ_MAILGUN_KEY"].encode()
 USER_ID = os.environ["ADOPT_FUZZ_USER_ID"]
 USER_EMAIL = os.environ["ADOPT_FUZZ_USER_EMAIL"]
 SENDER = "api-fuzz@adoptdontshop.com"
@@ -56,6 +70,39 @@ class _Sign(requests.auth.AuthBase):
         return request
 
 
+class _SignSendgrid(requests.auth.AuthBase):
+    def __call__(self, request):
+        if request.headers.get("X-Twilio-Email-Event-Webhook-Signature") != PLACEHOLDER:
+            return request
+        timestamp = str(int(time.time()))
+        request.headers["X-Twilio-Email-Event-Webhook-Timestamp"] = timestamp
+        body = request.body or b""
+        if isinstance(body, str):
+            body = body.encode()
+        request.headers["X-Twilio-Email-Event-Webhook-Signature"] = p256.sign(
+            SENDGRID_KEY, timestamp.encode() + body
+        )
+        return request
+
+
+def _sign_mailgun(body):
+    """A valid Mailgun body gets a real signature: now, a fresh token, their HMAC."""
+    if not isinstance(body, dict) or not isinstance(body.get("signature"), dict):
+        return
+    timestamp = str(int(time.time()))
+    token = uuid.uuid4().hex
+    mac = hmac.new(MAILGUN_KEY, (timestamp + token).encode(), hashlib.sha256)
+    body["signature"].update({"timestamp": timestamp, "token": token, "signature": mac.hexdigest()})
+
+
+@schemathesis.serializer("text/plain")
+def _text(ctx, value):
+    """SNS posts its JSON as text/plain (POST /v1/webhooks/ses)."""
+    if isinstance(value, (bytes, str)):
+        return value if isinstance(value, bytes) else value.encode()
+    return json.dumps(value).encode()
+
+
 @schemathesis.serializer("message/rfc822")
 def _rfc822(ctx, value):
     """The raw message of POST /v1/webhooks/dsn: generated text sent as its UTF-8 bytes."""
@@ -64,12 +111,18 @@ def _rfc822(ctx, value):
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    if case.operation.path not in ("/v1/webhooks/events", "/v1/webhooks/dsn"):
+    signers = {
+        "/v1/webhooks/events": _Sign,
+        "/v1/webhooks/dsn": _Sign,
+        "/v1/webhooks/sendgrid": _SignSendgrid,
+    }
+    signer = signers.get(case.operation.path)
+    if signer is None:
         return
     meta = case.meta
     if meta is not None and meta.is_negative_at(ParameterLocation.HEADER):
         return
-    kwargs["auth"] = _Sign()
+    kwargs["auth"] = signer()
 
 
 def _set_address(email, field, address):
@@ -113,6 +166,8 @@ def map_case(context, case):
         if isinstance(case.body, dict) and isinstance(case.body.get("emails"), list):
             for email in case.body["emails"]:
                 _valid_item(email)
+    elif op == ("POST", "/v1/webhooks/mailgun") and valid(ParameterLocation.BODY):
+        _sign_mailgun(case.body)
     elif op in (("POST", "/v1/templates/{name}/test"), ("POST", "/v1/templates/{name}/preview")) and valid(
         ParameterLocation.BODY
     ):

@@ -260,6 +260,75 @@ pub struct AuthSettings {
     pub webhook_tolerance_secs: u64,
     /// Template test sends each admin may make per minute.
     pub test_sends_per_minute: u32,
+    /// SNS topics whose SES notifications `POST /v1/webhooks/ses` accepts; empty disables it.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub ses_topic_arns: Vec<String>,
+    /// Confirm an SNS subscription to one of those topics by fetching its SubscribeURL.
+    pub ses_auto_confirm: bool,
+    /// SendGrid's Event Webhook verification key; None (empty) disables the route.
+    #[serde(deserialize_with = "p256_public_key")]
+    pub sendgrid_public_key: Option<P256PublicKey>,
+    /// Basic-auth user name of the Postmark webhooks.
+    pub postmark_username: String,
+    /// Basic-auth password of the Postmark webhooks; empty disables the route.
+    pub postmark_password: String,
+    /// Mailgun's HTTP webhook signing key; empty disables the route.
+    pub mailgun_signing_key: String,
+}
+
+/// An ECDSA P-256 public key, configured as base64 of its DER SubjectPublicKeyInfo (as
+/// SendGrid shows its verification key). Holds the uncompressed point, as `ring` takes it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct P256PublicKey(Vec<u8>);
+
+impl P256PublicKey {
+    /// id-ecPublicKey and prime256v1 (RFC 5480).
+    const EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+    const PRIME256V1: &str = "1.2.840.10045.3.1.7";
+
+    pub fn parse(base64_der: &str) -> Result<P256PublicKey, String> {
+        use base64::Engine;
+        use x509_parser::prelude::FromDer;
+        let compact: String = base64_der.split_whitespace().collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(compact.as_bytes())
+            .map_err(|e| format!("not base64: {e}"))?;
+        let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&der)
+            .map_err(|e| format!("not a DER SubjectPublicKeyInfo: {e}"))?;
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .map(|o| o.to_id_string());
+        let point = spki.subject_public_key.data.to_vec();
+        if !rest.is_empty()
+            || spki.algorithm.algorithm.to_id_string() != Self::EC_PUBLIC_KEY
+            || curve.as_deref() != Some(Self::PRIME256V1)
+            || point.len() != 65
+            || point[0] != 4
+        {
+            return Err("not an uncompressed ECDSA P-256 public key".into());
+        }
+        Ok(P256PublicKey(point))
+    }
+
+    /// The uncompressed point (65 bytes, `04 || x || y`).
+    pub fn point(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+fn p256_public_key<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<P256PublicKey>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    P256PublicKey::parse(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("auth.sendgrid_public_key: {e}")))
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -274,7 +343,63 @@ impl std::fmt::Debug for AuthSettings {
             .field("webhook_secret", &set(&self.webhook_secret))
             .field("webhook_tolerance_secs", &self.webhook_tolerance_secs)
             .field("test_sends_per_minute", &self.test_sends_per_minute)
+            .field("ses_topic_arns", &self.ses_topic_arns)
+            .field("ses_auto_confirm", &self.ses_auto_confirm)
+            .field(
+                "sendgrid_public_key",
+                &if self.sendgrid_public_key.is_some() {
+                    "set"
+                } else {
+                    "<empty>"
+                },
+            )
+            .field("postmark_username", &set(&self.postmark_username))
+            .field("postmark_password", &set(&self.postmark_password))
+            .field("mailgun_signing_key", &set(&self.mailgun_signing_key))
             .finish()
+    }
+}
+
+impl AuthSettings {
+    /// Shortest accepted provider secret (Postmark password, Mailgun signing key).
+    const MIN_PROVIDER_SECRET: usize = 16;
+
+    fn validate_providers(&self) -> Result<(), String> {
+        for arn in &self.ses_topic_arns {
+            // arn:partition:sns:region:account:topic
+            let parts: Vec<&str> = arn.split(':').collect();
+            if parts.len() != 6
+                || parts[0] != "arn"
+                || !parts[1].starts_with("aws")
+                || parts[2] != "sns"
+                || parts.iter().any(|p| p.is_empty())
+            {
+                return Err(format!(
+                    "auth.ses_topic_arns: {arn:?} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:TOPIC)"
+                ));
+            }
+        }
+        if self.postmark_username.is_empty() != self.postmark_password.is_empty() {
+            return Err(
+                "auth.postmark_username and auth.postmark_password are set together, or both left empty"
+                    .into(),
+            );
+        }
+        if self.postmark_username.contains(':') {
+            return Err("auth.postmark_username cannot hold ':' (HTTP basic auth)".into());
+        }
+        for (key, value) in [
+            ("auth.postmark_password", &self.postmark_password),
+            ("auth.mailgun_signing_key", &self.mailgun_signing_key),
+        ] {
+            if !value.is_empty() && value.len() < Self::MIN_PROVIDER_SECRET {
+                return Err(format!(
+                    "{key} must be at least {} bytes, or empty to disable its webhook",
+                    Self::MIN_PROVIDER_SECRET
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -424,6 +549,7 @@ impl Settings {
                     .into(),
             );
         }
+        a.validate_providers().map_err(ConfigError::Invalid)?;
         if a.jwt_max_lifetime_secs == 0 {
             return invalid("auth.jwt_max_lifetime_secs must be at least 1".into());
         }
@@ -753,16 +879,99 @@ mod tests {
                 ),
                 ("ADOPT__AUTH__WEBHOOK_SECRET", "hook-secret-hook-secret"),
                 ("ADOPT__TRACKING__SECRET", "tracking-secret-value-1"),
+                ("ADOPT__AUTH__POSTMARK_USERNAME", "postmark-user"),
+                ("ADOPT__AUTH__POSTMARK_PASSWORD", "postmark-password-0123"),
+                ("ADOPT__AUTH__MAILGUN_SIGNING_KEY", "mailgun-key-0123456789"),
             ]),
         )
         .unwrap();
         let dbg = format!("{s:?}");
+        assert!(
+            !dbg.contains("postmark-") && !dbg.contains("mailgun-key"),
+            "{dbg}"
+        );
         assert!(!dbg.contains("hunter2") && !dbg.contains(":pw@"), "{dbg}");
         assert!(
             !dbg.contains("jwt-secret") && !dbg.contains("hook-secret"),
             "{dbg}"
         );
         assert!(!dbg.contains("tracking-secret-value-1"), "{dbg}");
+    }
+
+    /// SendGrid's verification key as SendGrid shows it (a P-256 key made for this test).
+    const SENDGRID_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEa2vMn15qNX9QoGLErRUFMZBCgqMvB23MVthbaY71li+1jBhZMD7YA3qtRbu7bf7UDtLZZxyh6SsEUh3EkoleGw==";
+
+    #[test]
+    fn provider_webhooks_are_off_until_configured_and_their_keys_are_checked() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        let a = &s.auth;
+        assert!(a.ses_topic_arns.is_empty() && !a.ses_auto_confirm);
+        assert!(a.sendgrid_public_key.is_none());
+        assert!(a.postmark_password.is_empty() && a.mailgun_signing_key.is_empty());
+
+        let s = Settings::load_from(
+            None,
+            env(&[
+                (
+                    "ADOPT__AUTH__SES_TOPIC_ARNS",
+                    "arn:aws:sns:eu-west-1:123456789012:ses, arn:aws-cn:sns:cn-north-1:123456789012:b",
+                ),
+                ("ADOPT__AUTH__SES_AUTO_CONFIRM", "true"),
+                ("ADOPT__AUTH__SENDGRID_PUBLIC_KEY", SENDGRID_KEY),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.auth.ses_topic_arns.len(), 2);
+        assert!(s.auth.ses_auto_confirm);
+        let point = s.auth.sendgrid_public_key.as_ref().unwrap().point();
+        assert_eq!((point.len(), point[0]), (65, 4));
+
+        for (key, value, named) in [
+            (
+                "ADOPT__AUTH__SES_TOPIC_ARNS",
+                "my-topic",
+                "auth.ses_topic_arns",
+            ),
+            (
+                "ADOPT__AUTH__SES_TOPIC_ARNS",
+                "arn:aws:sqs:eu-west-1:123456789012:q",
+                "auth.ses_topic_arns",
+            ),
+            (
+                "ADOPT__AUTH__SENDGRID_PUBLIC_KEY",
+                "not base64!",
+                "sendgrid_public_key",
+            ),
+            // A P-384 key.
+            (
+                "ADOPT__AUTH__SENDGRID_PUBLIC_KEY",
+                "MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEkYUnrZH07i2UwihmzW4/nGXulK+Mu4x6fz3jSRkBzLluiqFHOwHmV7N8/wgCDgHvlqoJp3Hhp1+am37LGKSMQrY1G2FCd+HhvW9Ty//wQenGhUAE7x74UT1CXaY6md2C",
+                "P-256",
+            ),
+            (
+                "ADOPT__AUTH__POSTMARK_PASSWORD",
+                "password-without-a-user",
+                "auth.postmark_username",
+            ),
+            (
+                "ADOPT__AUTH__MAILGUN_SIGNING_KEY",
+                "short",
+                "auth.mailgun_signing_key",
+            ),
+        ] {
+            let err = Settings::load_from(None, env(&[(key, value)])).unwrap_err();
+            assert!(err.to_string().contains(named), "{key}={value}: {err}");
+        }
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("ADOPT__AUTH__POSTMARK_USERNAME", "pm"),
+                ("ADOPT__AUTH__POSTMARK_PASSWORD", "short"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("auth.postmark_password"), "{err}");
+        assert!(!err.to_string().contains("short"), "{err}");
     }
 
     #[test]

@@ -27,8 +27,8 @@ use crate::queue::{EmailPriority, EmailType};
 
 pub use http::{UNMATCHED_ROUTE, track_http};
 pub use labels::{
-    BounceKind, DsnResult, Job, JobOutcome, Outcome, QueueState, SendClass, SuppressionReason,
-    TrackingEvent, UnsubscribeVia,
+    BounceKind, DsnResult, Job, JobOutcome, Outcome, Provider, ProviderOutcome, ProviderRefusal,
+    QueueState, SendClass, SuppressionReason, TrackingEvent, UnsubscribeVia,
 };
 pub use sampler::{
     AheadWarning, CREATED_AHEAD_MARGIN_SECS, CREATED_AHEAD_RECENT_SECS, CREATED_AHEAD_WARN_EVERY,
@@ -301,6 +301,22 @@ pub const DSN_INGESTED: MetricDef = def(
     "Messages sent to the bounce address that were ingested (adopt-worker bounces ingest, POST /v1/webhooks/dsn), by result: hard_bounce, soft_bounce, failed, delivered, delayed, complaint, duplicate (already applied), ignored (not a report), unmatched (names no email of ours). Counted in the database (worker_dsn_ingest_counts) and sampled: the same value in every process.",
     &[],
 );
+pub const PROVIDER_EVENTS: MetricDef = def(
+    "adopt_worker_provider_events_total",
+    Counter,
+    Unit::Count,
+    &["provider", "outcome"],
+    "Events of the provider webhooks (ses, sendgrid, postmark, mailgun) by what they did: applied (the row or the recipient changed), ignored (nothing to change: already applied, or an event we do not act on), not_found (names no email of ours).",
+    &[],
+);
+pub const PROVIDER_REFUSED: MetricDef = def(
+    "adopt_worker_provider_webhooks_refused_total",
+    Counter,
+    Unit::Count,
+    &["provider", "reason"],
+    "Provider webhook requests refused: disabled (no key configured), unauthorized (bad signature or credentials, or an SNS topic or certificate URL not allowed), stale (timestamp out of the window), replayed (already accepted), malformed (not the provider's JSON), certificate_unavailable (the SNS signing certificate could not be fetched).",
+    &[],
+);
 pub const DB_POOL_CONNECTIONS: MetricDef = def(
     "adopt_worker_db_pool_connections",
     Gauge,
@@ -352,6 +368,8 @@ pub const CATALOGUE: &[&MetricDef] = &[
     &TRACKING_EVENTS,
     &UNSUBSCRIBES,
     &DSN_INGESTED,
+    &PROVIDER_EVENTS,
+    &PROVIDER_REFUSED,
     &DB_POOL_CONNECTIONS,
     &DB_POOL_MAX,
     &BUILD_INFO,
@@ -467,6 +485,18 @@ pub fn tracking_event(event: TrackingEvent) {
 /// A recipient unsubscribed.
 pub fn unsubscribed(via: UnsubscribeVia) {
     counter!(UNSUBSCRIBES.name, "via" => via.as_str()).increment(1);
+}
+
+/// One event of a provider's webhook came to `outcome`.
+pub fn provider_event(provider: Provider, outcome: ProviderOutcome) {
+    counter!(PROVIDER_EVENTS.name, "provider" => provider.as_str(), "outcome" => outcome.as_str())
+        .increment(1);
+}
+
+/// A provider webhook request was refused.
+pub fn provider_refused(provider: Provider, reason: ProviderRefusal) {
+    counter!(PROVIDER_REFUSED.name, "provider" => provider.as_str(), "reason" => reason.as_str())
+        .increment(1);
 }
 
 /// The database's totals of ingested bounce messages (see [`DSN_INGESTED`]).
@@ -594,6 +624,16 @@ pub fn register_series() {
     }
     for v in UnsubscribeVia::ALL {
         counter!(UNSUBSCRIBES.name, "via" => v.as_str()).increment(0);
+    }
+    for p in Provider::ALL {
+        for o in ProviderOutcome::ALL {
+            counter!(PROVIDER_EVENTS.name, "provider" => p.as_str(), "outcome" => o.as_str())
+                .increment(0);
+        }
+        for r in ProviderRefusal::ALL {
+            counter!(PROVIDER_REFUSED.name, "provider" => p.as_str(), "reason" => r.as_str())
+                .increment(0);
+        }
     }
     let _ = histogram!(RENDER_DURATION.name);
     counter!(RETRIES_SCHEDULED.name).increment(0);

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use apalis::prelude::Monitor;
 use sqlx::PgPool;
@@ -11,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::api::webhooks::sns::SnsVerifier;
 use crate::config::Settings;
 use crate::db::{self, DbError};
 use crate::delivery::transport::{Transport, TransportError};
@@ -61,6 +63,8 @@ pub struct App {
     pub pool: PgPool,
     pub deliverer: Deliverer,
     pub templates: Templates,
+    /// Verifies the SES webhook's SNS messages (fetching SNS certificates over HTTPS).
+    pub sns: Arc<SnsVerifier>,
 }
 
 impl App {
@@ -89,6 +93,7 @@ impl App {
             pool,
             deliverer,
             templates,
+            sns: Arc::new(SnsVerifier::https()),
         })
     }
 
@@ -182,11 +187,12 @@ impl App {
         let api = match (parts.api, listener) {
             (true, Some(listener)) => {
                 warn_if_links_point_elsewhere(&self.settings, listener.local_addr().ok());
-                let state = api::ApiState::new(
+                let state = api::ApiState::with_sns(
                     &self.settings,
                     self.pool.clone(),
                     stop_rx.clone(),
                     prometheus,
+                    self.sns.clone(),
                 );
                 Some(tokio::spawn(api::serve(
                     listener,

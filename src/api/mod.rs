@@ -65,6 +65,7 @@ struct Inner {
     stopping: watch::Receiver<bool>,
     jwt: Option<JwtVerifier>,
     public_limiter: Option<ratelimit::PublicLimiter>,
+    sns: Arc<webhooks::sns::SnsVerifier>,
     /// Unix seconds of the last sweep of expired idempotency keys and webhook signatures.
     last_sweep: AtomicI64,
 }
@@ -78,7 +79,21 @@ impl ApiState {
         stopping: watch::Receiver<bool>,
         prometheus: PrometheusHandle,
     ) -> ApiState {
+        let sns = Arc::new(webhooks::sns::SnsVerifier::https());
+        ApiState::with_sns(settings, pool, stopping, prometheus, sns)
+    }
+
+    /// [`ApiState::new`] with the SNS verifier given: its certificate cache is shared by
+    /// every state made with it, and tests give one that serves their own certificate.
+    pub fn with_sns(
+        settings: &Settings,
+        pool: PgPool,
+        stopping: watch::Receiver<bool>,
+        prometheus: PrometheusHandle,
+        sns: Arc<webhooks::sns::SnsVerifier>,
+    ) -> ApiState {
         ApiState(Arc::new(Inner {
+            sns,
             // A handle of its own: renders that only validate must not count as template
             // usage (the worker's handle counts what is sent), and never track (no tracker,
             // so no second warning about a missing tracking secret either).
@@ -107,6 +122,10 @@ impl ApiState {
 
     pub fn settings(&self) -> &Settings {
         &self.0.settings
+    }
+
+    pub(crate) fn sns(&self) -> &webhooks::sns::SnsVerifier {
+        &self.0.sns
     }
 
     pub(crate) fn jwt(&self) -> Option<&JwtVerifier> {
@@ -166,6 +185,25 @@ impl utoipa::Modify for SecuritySchemes {
             ),
         );
         components.add_security_scheme(
+            "sendgrid_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Twilio-Email-Event-Webhook-Signature",
+                "base64 DER ECDSA P-256 SHA-256 signature of \"{X-Twilio-Email-Event-Webhook-Timestamp}{raw body}\", verified with auth.sendgrid_public_key",
+            ))),
+        );
+        components.add_security_scheme(
+            "postmark_basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "auth.postmark_username and auth.postmark_password, as written in the \
+                         Postmark webhook URL",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
             "webhook_signature",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "X-Adopt-Signature",
@@ -195,6 +233,10 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(unsubscribe::page, unsubscribe::unsubscribe))
         .routes(routes!(webhooks::events))
         .routes(routes!(webhooks::dsn).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)))
+        .routes(routes!(webhooks::ses::ses))
+        .routes(routes!(webhooks::sendgrid::sendgrid))
+        .routes(routes!(webhooks::postmark::postmark))
+        .routes(routes!(webhooks::mailgun::mailgun))
 }
 
 /// The OpenAPI document, generated from [`routes`].

@@ -192,7 +192,7 @@ async fn lock(conn: &mut PgConnection, email_id: Uuid) -> Result<Option<Target>,
 }
 
 /// Our Message-IDs are `<email_id@domain>`.
-fn email_id_of_message_id(message_id: &str) -> Option<Uuid> {
+pub fn email_id_of_message_id(message_id: &str) -> Option<Uuid> {
     let (local, _) = message_id.split_once('@')?;
     let local = local.trim().trim_start_matches('<');
     (local.len() == 36)

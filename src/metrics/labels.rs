@@ -121,7 +121,29 @@ label_enum!(
 
 label_enum!(
     /// `via` of [`super::UNSUBSCRIBES`].
-    UnsubscribeVia { Page => "page", OneClick => "one_click" }
+    UnsubscribeVia { Page => "page", OneClick => "one_click", Provider => "provider" }
+);
+
+label_enum!(
+    /// `provider` of the provider webhook metrics.
+    Provider { Ses => "ses", Sendgrid => "sendgrid", Postmark => "postmark", Mailgun => "mailgun" }
+);
+
+label_enum!(
+    /// `outcome` of [`super::PROVIDER_EVENTS`]: what one event of a provider's webhook did.
+    ProviderOutcome { Applied => "applied", Ignored => "ignored", NotFound => "not_found" }
+);
+
+label_enum!(
+    /// `reason` of [`super::PROVIDER_REFUSED`]: why a provider webhook request was refused.
+    ProviderRefusal {
+        Disabled => "disabled",
+        Unauthorized => "unauthorized",
+        Stale => "stale",
+        Replayed => "replayed",
+        Malformed => "malformed",
+        CertificateUnavailable => "certificate_unavailable",
+    }
 );
 
 label_enum!(

@@ -5,8 +5,8 @@
 mod unsubscribe;
 
 pub use unsubscribe::{
-    UnsubscribeTarget, find_by_token, record_complaint, unsubscribe, user_for_address,
-    valid_category,
+    UnsubscribeTarget, find_by_token, gating_user, record_complaint, unsubscribe, unsubscribe_user,
+    user_for_address, valid_category,
 };
 
 use std::sync::{Arc, Mutex};
@@ -236,9 +236,12 @@ mod url_tests {
 /// `metadata.category` when the sender names one, else by type (the platform's mapping:
 /// notification → `messages`, marketing → `marketing`).
 pub fn category(email: &ClaimedEmail) -> Option<String> {
-    if let Some(c) = email
-        .metadata
-        .as_ref()
+    category_of(email.metadata.as_ref(), email.email_type)
+}
+
+/// [`category`] of a row given its `metadata` and type (for a row read outside the claim).
+pub fn category_of(metadata: Option<&Value>, email_type: EmailType) -> Option<String> {
+    if let Some(c) = metadata
         .and_then(|m| m.get("category"))
         .and_then(Value::as_str)
         .filter(|c| {
@@ -249,7 +252,7 @@ pub fn category(email: &ClaimedEmail) -> Option<String> {
     {
         return Some(c.to_string());
     }
-    match email.email_type {
+    match email_type {
         EmailType::Notification => Some("messages".to_string()),
         EmailType::Marketing => Some("marketing".to_string()),
         EmailType::Transactional | EmailType::System => None,

@@ -57,28 +57,16 @@ pub async fn find_by_token(
     }))
 }
 
-/// Unsubscribes the owner of `token`: from `category` (its `preferences` entry gets
-/// `enabled: false`, other fields of an existing entry kept) or, without one, from all
-/// optional email (`global_unsubscribe`). Returns false when no one has this token.
-pub async fn unsubscribe(
-    pool: &PgPool,
-    token: &str,
-    category: Option<&str>,
-) -> Result<bool, sqlx::Error> {
-    let done = match category {
-        None => {
-            sqlx::query(
-                "UPDATE email_preferences SET global_unsubscribe = true,
-                     updated_at = now() AT TIME ZONE 'UTC'
-                 WHERE unsubscribe_token = $1",
-            )
-            .bind(token)
-            .execute(pool)
-            .await?
-        }
-        Some(c) => {
-            sqlx::query(
-                "UPDATE email_preferences p SET preferences = CASE
+/// The UPDATE of an unsubscribe, for the preferences row `WHERE $where = $1`: with `$2` a
+/// category, that entry of `preferences` gets `enabled: false` (other fields of an existing
+/// entry kept); with `$2` NULL, `global_unsubscribe`.
+macro_rules! unsubscribe_sql {
+    ($where:literal) => {
+        concat!(
+            "UPDATE email_preferences p SET
+                 global_unsubscribe = CASE WHEN $2::text IS NULL THEN true ELSE p.global_unsubscribe END,
+                 preferences = CASE
+                     WHEN $2::text IS NULL THEN p.preferences
                      WHEN jsonb_typeof(p.preferences) = 'array' AND EXISTS (
                          SELECT 1 FROM jsonb_array_elements(p.preferences) e WHERE e->>'type' = $2)
                      THEN (SELECT jsonb_agg(CASE WHEN x.e->>'type' = $2
@@ -90,16 +78,73 @@ pub async fn unsubscribe(
                           || jsonb_build_array(jsonb_build_object('type', $2::text, 'enabled', false,
                                 'frequency', 'never', 'channels', jsonb_build_array('email')))
                      END,
-                     updated_at = now() AT TIME ZONE 'UTC'
-                 WHERE p.unsubscribe_token = $1",
-            )
-            .bind(token)
-            .bind(c)
-            .execute(pool)
-            .await?
-        }
+                 updated_at = now() AT TIME ZONE 'UTC'
+             WHERE p.",
+            $where,
+            " = $1"
+        )
     };
+}
+
+/// Unsubscribes the owner of `token`: from `category` (its `preferences` entry gets
+/// `enabled: false`, other fields of an existing entry kept) or, without one, from all
+/// optional email (`global_unsubscribe`). Returns false when no one has this token.
+pub async fn unsubscribe(
+    pool: &PgPool,
+    token: &str,
+    category: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(unsubscribe_sql!("unsubscribe_token"))
+        .bind(token)
+        .bind(category)
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// What [`unsubscribe`] does to a token's owner, done to `user_id` (a provider reported the
+/// unsubscribe with the address rather than our link). Their preferences row is created
+/// first if missing, with the table's defaults, as on any first need.
+pub async fn unsubscribe_user(
+    conn: &mut sqlx::PgConnection,
+    user_id: Uuid,
+    category: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO email_preferences (user_id, unsubscribe_token) VALUES ($1, $2)
+         ON CONFLICT (user_id) DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(new_unsubscribe_token())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(unsubscribe_sql!("user_id"))
+        .bind(user_id)
+        .bind(category)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The user whose preferences gate a row (as the claim's `RECIPIENT_JOIN` chooses): the
+/// row's `user_id` when that user is current and `address` is theirs, else the current user
+/// with that address.
+pub async fn gating_user<'e>(
+    exec: impl PgExecutor<'e>,
+    user_id: Option<Uuid>,
+    address: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(
+             (SELECT u.user_id FROM users u
+              WHERE u.user_id = $1 AND lower(u.email) = lower($2) AND u.deleted_at IS NULL),
+             (SELECT u.user_id FROM users u
+              WHERE lower(u.email) = lower($2) AND u.deleted_at IS NULL LIMIT 1))",
+    )
+    .bind(user_id)
+    .bind(address)
+    .fetch_one(exec)
+    .await
 }
 
 /// The user whose address this is (case-insensitive), if any.

@@ -157,6 +157,31 @@ pub async fn mark_delivered<'e>(
     Ok(done.rows_affected() > 0)
 }
 
+/// The provider could not deliver yet and keeps trying: `deferrals + 1`, `lastDeferredAt`,
+/// `lastDeferralReason`. The status stays (sent-like rows only).
+pub async fn record_deferral<'e>(
+    exec: impl PgExecutor<'e>,
+    email_id: Uuid,
+    reason: &str,
+    at: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(concat!(
+        "UPDATE email_queue SET tracking = ",
+        tracking_object!(),
+        " || jsonb_build_object('deferrals', ",
+        count_of!("deferrals"),
+        " + 1, 'lastDeferredAt', $2::text, 'lastDeferralReason', $3::text),
+         updated_at = now() AT TIME ZONE 'UTC'
+         WHERE email_id = $1 AND status IN ('sent', 'delivered', 'opened', 'clicked')"
+    ))
+    .bind(email_id)
+    .bind(at)
+    .bind(reason)
+    .execute(exec)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 /// An asynchronous bounce (the relay accepted the mail, the recipient's server did not):
 /// sent/delivered/opened/clicked → **bounced** with `bouncedAt`, `bounceType`,
 /// `bounceReason`, `bounceCode` in tracking. None when the row is unknown or not sent-like

@@ -5,6 +5,7 @@ mod contract;
 mod emails;
 mod fuzz_findings;
 mod openapi;
+mod providers;
 mod security;
 mod templates;
 mod unsubscribe;
@@ -37,6 +38,14 @@ impl Api {
     }
 
     pub async fn start_with(overrides: &[(&str, &str)]) -> Api {
+        Api::start_adjusted(overrides, |_| {}).await
+    }
+
+    /// [`Api::start_with`], the app adjusted by `adjust` before it starts.
+    pub async fn start_adjusted(
+        overrides: &[(&str, &str)],
+        adjust: impl FnOnce(&mut adopt_worker::startup::App),
+    ) -> Api {
         let db = TestDb::new().await;
         let smtp = TestSmtp::start().await;
         let mut all = vec![
@@ -45,7 +54,13 @@ impl Api {
         ];
         all.extend_from_slice(overrides);
         let settings = settings(&db, Some(&smtp.url()), None, &all);
-        let running = Running::start_api_only(settings.clone()).await;
+        let mut app = app(settings.clone());
+        adjust(&mut app);
+        let parts = adopt_worker::startup::Parts {
+            workers: false,
+            api: true,
+        };
+        let running = Running::start_app(app, parts).await;
         Api {
             db,
             smtp,

@@ -342,7 +342,11 @@ impl Running {
     }
 
     async fn start_parts(settings: Settings, parts: adopt_worker::startup::Parts) -> Running {
-        let app = app(settings);
+        Running::start_app(app(settings), parts).await
+    }
+
+    /// An app built (and adjusted) by the test.
+    pub async fn start_app(app: App, parts: adopt_worker::startup::Parts) -> Running {
         let listener = app.bind().await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

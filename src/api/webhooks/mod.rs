@@ -4,12 +4,24 @@
 //! `auth.webhook_tolerance_secs` from now is refused, and so is a signature already seen
 //! (remembered in `api_webhook_signatures`, in the same transaction as the events' effects,
 //! so it holds across processes and a request that failed can be sent again).
+//!
+//! The providers' webhooks live beside it, one module each ([`ses`] with [`sns`],
+//! [`sendgrid`], [`postmark`], [`mailgun`]), sharing [`provider`] (matching, replay, refusals)
+//! and, with our own events, [`effects`] (what an event does to the row and the recipient).
+
+pub mod effects;
+pub mod mailgun;
+pub mod postmark;
+pub mod provider;
+pub mod sendgrid;
+pub mod ses;
+pub mod sns;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -25,8 +37,9 @@ use uuid::Uuid;
 
 use super::ApiState;
 use super::error::{ApiError, ErrorBody, FieldError, parse_json, require_json};
-use crate::preferences::{self, BounceKind};
+use crate::preferences::BounceKind;
 use crate::queue::tracking;
+use effects::{Effect, Report};
 
 pub const SIGNATURE_HEADER: &str = "x-adopt-signature";
 pub const TIMESTAMP_HEADER: &str = "x-adopt-timestamp";
@@ -214,7 +227,7 @@ fn verified(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8
 
 /// A transaction that has remembered `signature`, or 409 when it was already received: the
 /// request's effects commit together with it.
-async fn begin_once(
+pub(crate) async fn begin_once(
     state: &ApiState,
     signature: &[u8],
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ApiError> {
@@ -332,7 +345,7 @@ fn require_message(headers: &HeaderMap) -> Result<(), ApiError> {
     ))
 }
 
-fn unauthorized(code: &'static str, message: &str) -> ApiError {
+pub(crate) fn unauthorized(code: &'static str, message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, code, message)
 }
 
@@ -465,70 +478,39 @@ async fn apply(
     let Some(id) = email_id else {
         return Ok((None, EventOutcome::NotFound));
     };
-    let when = event
-        .occurred_at
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_else(Utc::now);
-    let at = when.to_rfc3339_opts(SecondsFormat::Millis, true);
-    let applied = match event.kind {
-        EventKind::Delivered => tracking::mark_delivered(&mut *tx, id, &at).await?,
-        EventKind::Opened => tracking::record_open(&mut *tx, id, &at).await?,
-        EventKind::Bounced => {
-            let kind = match event.bounce_type {
+    let reason = || {
+        event
+            .reason
+            .clone()
+            .unwrap_or_else(|| "no reason given".into())
+    };
+    let effect = match event.kind {
+        EventKind::Delivered => Effect::Delivered,
+        EventKind::Opened => Effect::Opened,
+        EventKind::Complained => Effect::Complained,
+        EventKind::Bounced => Effect::Bounced {
+            kind: match event.bounce_type {
                 Some(BounceType::Soft) => BounceKind::Soft,
                 _ => BounceKind::Hard,
-            };
-            let reason = event.reason.as_deref().unwrap_or("no reason given");
-            let row = tracking::mark_bounced_async(
-                &mut *tx,
-                id,
-                kind.as_str(),
-                reason,
-                event.code.as_deref(),
-                &at,
-                "the relay",
-            )
-            .await?;
-            match row {
-                Some(row) => {
-                    let user = preferences::recipient_user(tx, row.user_id, &row.to_email).await?;
-                    preferences::record_bounce(
-                        &mut *tx,
-                        user,
-                        &row.to_email,
-                        kind,
-                        reason,
-                        soft_threshold,
-                        when.naive_utc(),
-                    )
-                    .await?;
-                    true
-                }
-                None => false,
-            }
-        }
-        EventKind::Complained => match tracking::mark_complained(&mut *tx, id, &at).await? {
-            Some(row) => {
-                let user = preferences::recipient_user(tx, row.user_id, &row.to_email).await?;
-                preferences::record_complaint(&mut *tx, user, &row.to_email, when.naive_utc())
-                    .await?;
-                true
-            }
-            None => false,
+            },
+            reason: reason(),
+            code: event.code.clone(),
         },
     };
-    if applied {
-        return Ok((Some(id), EventOutcome::Applied));
-    }
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM email_queue WHERE email_id = $1)")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-    Ok(if exists {
-        (Some(id), EventOutcome::Ignored)
-    } else {
-        (None, EventOutcome::NotFound)
+    let report = Report {
+        effect,
+        at: event
+            .occurred_at
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(Utc::now),
+        recipient: None,
+        reported_by: "the relay",
+        via: "webhook",
+    };
+    let outcome = effects::apply(tx, id, &report, soft_threshold).await?;
+    Ok(match outcome {
+        EventOutcome::NotFound => (None, outcome),
+        _ => (Some(id), outcome),
     })
 }
 
