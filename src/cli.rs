@@ -291,10 +291,7 @@ async fn send_test_now(
             Ok(ExitCode::SUCCESS)
         }
         Outcome::Retry { failure, delay } => failed(
-            &format!(
-                "transient, class {}",
-                crate::metrics::SendClass::of_failure(&failure).as_str()
-            ),
+            &format!("transient, class {}", failure.metric_class().as_str()),
             &failure.reason,
             &format!("queued for a retry in {}s", delay.as_secs()),
         ),

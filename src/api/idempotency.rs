@@ -10,8 +10,6 @@
 //! waits on the key's unique index, finds the first's response and returns it, and its own
 //! transaction is rolled back.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +19,6 @@ use sqlx::{PgConnection, PgPool};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use super::ApiState;
 use super::error::ApiError;
 
 pub const HEADER: &str = "idempotency-key";
@@ -199,28 +196,13 @@ pub async fn store(
     }))
 }
 
-/// Deletes expired keys, at most every ten minutes per process, off the request path.
-pub fn sweep_expired(state: &ApiState) {
-    if !state.sweep_due(Duration::from_secs(600)) {
-        return;
-    }
-    let pool = state.pool().clone();
-    let tolerance = state.settings().auth.webhook_tolerance_secs;
-    tokio::spawn(async move {
-        let done = sqlx::query(
-            "DELETE FROM api_idempotency_keys WHERE created_at <= now() - make_interval(hours => $1)",
-        )
-        .bind(TTL_HOURS)
-        .execute(&pool)
-        .await;
-        if let Err(e) = done {
-            tracing::warn!(error = %e, "could not delete expired idempotency keys");
-        }
-        if let Err(e) = super::webhooks::sweep_seen(&pool, tolerance).await {
-            tracing::warn!(error = %e, "could not delete old webhook signatures");
-        }
-        if let Err(e) = super::ratelimit::sweep(&pool).await {
-            tracing::warn!(error = %e, "could not delete past rate-limit windows");
-        }
-    });
+/// Deletes the keys past their time to live (run by [`super::ApiState::sweep_expired`]).
+pub async fn sweep(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM api_idempotency_keys WHERE created_at <= now() - make_interval(hours => $1)",
+    )
+    .bind(TTL_HOURS)
+    .execute(pool)
+    .await?;
+    Ok(())
 }

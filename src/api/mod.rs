@@ -140,8 +140,30 @@ impl ApiState {
         self.0.public_limiter.as_ref()
     }
 
+    /// Deletes what has expired in the API's tables that only grow on their own
+    /// (idempotency keys, webhook signatures seen, rate-limit windows): at most every ten
+    /// minutes per process, off the request path, after requests that write them.
+    pub(crate) fn sweep_expired(&self) {
+        if !self.sweep_due(Duration::from_secs(600)) {
+            return;
+        }
+        let pool = self.pool().clone();
+        let tolerance = self.settings().auth.webhook_tolerance_secs;
+        tokio::spawn(async move {
+            if let Err(e) = idempotency::sweep(&pool).await {
+                tracing::warn!(error = %e, "could not delete expired idempotency keys");
+            }
+            if let Err(e) = webhooks::sweep_seen(&pool, tolerance).await {
+                tracing::warn!(error = %e, "could not delete old webhook signatures");
+            }
+            if let Err(e) = ratelimit::sweep(&pool).await {
+                tracing::warn!(error = %e, "could not delete past rate-limit windows");
+            }
+        });
+    }
+
     /// True at most once per `every` across this process: gates opportunistic cleanups.
-    pub(crate) fn sweep_due(&self, every: Duration) -> bool {
+    fn sweep_due(&self, every: Duration) -> bool {
         let now = chrono::Utc::now().timestamp();
         let last = self.0.last_sweep.load(Ordering::Relaxed);
         now - last >= every.as_secs() as i64

@@ -598,6 +598,30 @@ fn human(d: Duration) -> String {
     }
 }
 
+impl SendFailure {
+    /// The `class` label of a failed attempt: the reply code when the server answered, else
+    /// timeout or connection trouble; a permanent failure without a reply is a message
+    /// that could not be sent at all (bad address, unsupported encoding).
+    pub fn metric_class(&self) -> crate::metrics::SendClass {
+        use crate::metrics::SendClass;
+        if let Some(reply) = &self.reply {
+            return match reply.code / 100 {
+                2 => SendClass::Accepted,
+                4 => SendClass::Transient,
+                5 => SendClass::Permanent,
+                _ => SendClass::Connection,
+            };
+        }
+        match self.class {
+            FailureClass::Permanent | FailureClass::HardBounce => SendClass::Invalid,
+            FailureClass::Transient { .. } if self.reason.starts_with("timed out") => {
+                SendClass::Timeout
+            }
+            FailureClass::Transient { .. } => SendClass::Connection,
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -1151,5 +1175,31 @@ mod tests {
                 failure.reason
             );
         }
+    }
+
+    #[test]
+    fn the_metric_class_follows_the_reply_or_the_failure() {
+        use crate::metrics::SendClass;
+        let reply = |line: &str| SendFailure::from_reply(SmtpReply::parse(line).unwrap());
+        assert_eq!(
+            reply("451 4.7.1 greylisted").metric_class(),
+            SendClass::Transient
+        );
+        assert_eq!(
+            reply("550 5.1.1 user unknown").metric_class(),
+            SendClass::Permanent
+        );
+        assert_eq!(
+            SendFailure::timed_out(Duration::from_secs(30)).metric_class(),
+            SendClass::Timeout
+        );
+        assert_eq!(
+            SendFailure::transient("connection refused").metric_class(),
+            SendClass::Connection
+        );
+        assert_eq!(
+            SendFailure::permanent("invalid address").metric_class(),
+            SendClass::Invalid
+        );
     }
 }

@@ -297,7 +297,7 @@ impl Deliverer {
                 Outcome::Sent(accepted)
             }
             Err(failure) => {
-                metrics::send_attempt(SendClass::of_failure(&failure), started.elapsed());
+                metrics::send_attempt(failure.metric_class(), started.elapsed());
                 self.classify(email, failure)
             }
         };

@@ -1,6 +1,5 @@
 //! The label values of the catalogue: small closed sets, so no call site can mint a series.
 
-use crate::delivery::classify::{FailureClass, SendFailure};
 use crate::queue::EmailStatus;
 
 /// A closed set of label values, with every member listed (for pre-registration).
@@ -58,29 +57,6 @@ label_enum!(
         Invalid => "invalid",
     }
 );
-
-impl SendClass {
-    /// The class of a failed attempt: the reply code when the server answered, else
-    /// timeout or connection trouble; a permanent failure without a reply is a message
-    /// that could not be sent at all (bad address, unsupported encoding).
-    pub fn of_failure(failure: &SendFailure) -> SendClass {
-        if let Some(reply) = &failure.reply {
-            return match reply.code / 100 {
-                2 => SendClass::Accepted,
-                4 => SendClass::Transient,
-                5 => SendClass::Permanent,
-                _ => SendClass::Connection,
-            };
-        }
-        match failure.class {
-            FailureClass::Permanent | FailureClass::HardBounce => SendClass::Invalid,
-            FailureClass::Transient { .. } if failure.reason.starts_with("timed out") => {
-                SendClass::Timeout
-            }
-            FailureClass::Transient { .. } => SendClass::Connection,
-        }
-    }
-}
 
 label_enum!(
     /// `kind` of [`super::BOUNCES`].

@@ -1,7 +1,6 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::*;
-use crate::delivery::classify::{SendFailure, SmtpReply};
 use crate::queue::EmailStatus;
 
 /// Calls every recording function once against a local recorder and renders it.
@@ -181,31 +180,6 @@ fn in_flight_guard_decrements_on_drop() {
     assert_eq!(
         rendered(&handle).as_deref(),
         Some("adopt_worker_sends_in_flight 0")
-    );
-}
-
-#[test]
-fn send_class_follows_the_reply_or_the_failure() {
-    let reply = |line: &str| SendFailure::from_reply(SmtpReply::parse(line).unwrap());
-    assert_eq!(
-        SendClass::of_failure(&reply("451 4.7.1 greylisted")),
-        SendClass::Transient
-    );
-    assert_eq!(
-        SendClass::of_failure(&reply("550 5.1.1 user unknown")),
-        SendClass::Permanent
-    );
-    assert_eq!(
-        SendClass::of_failure(&SendFailure::timed_out(Duration::from_secs(30))),
-        SendClass::Timeout
-    );
-    assert_eq!(
-        SendClass::of_failure(&SendFailure::transient("connection refused")),
-        SendClass::Connection
-    );
-    assert_eq!(
-        SendClass::of_failure(&SendFailure::permanent("invalid address")),
-        SendClass::Invalid
     );
 }
 

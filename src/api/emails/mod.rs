@@ -182,7 +182,7 @@ async fn enqueue(
     // implicit transaction: two round trips fewer than BEGIN ... COMMIT.
     if let ([email], None, Batch::No) = (rows.as_slice(), &idem, batch) {
         let id = queue::enqueue(state.pool(), email).await?;
-        idempotency::sweep_expired(&state);
+        state.sweep_expired();
         return Ok((
             StatusCode::ACCEPTED,
             Json(json!(Enqueued {
@@ -219,7 +219,7 @@ async fn enqueue(
         return Ok(first.replay(key, hash));
     }
     tx.commit().await?;
-    idempotency::sweep_expired(&state);
+    state.sweep_expired();
     Ok((StatusCode::ACCEPTED, Json(response)).into_response())
 }
 

@@ -202,7 +202,7 @@ pub async fn events(
         });
     }
     tx.commit().await?;
-    super::idempotency::sweep_expired(&state);
+    state.sweep_expired();
     Ok(Json(EventsResponse { results }))
 }
 
@@ -312,7 +312,7 @@ pub async fn dsn(
         .await
         .map_err(|crate::bounces::IngestError::Database(e)| ApiError::from(e))?;
     tx.commit().await?;
-    super::idempotency::sweep_expired(&state);
+    state.sweep_expired();
     Ok(Json(DsnResponse {
         result: done.result.as_str().to_string(),
         email_id: done.email_id,

@@ -201,7 +201,7 @@ pub async fn apply_once(
         unmatched,
         "provider webhook applied"
     );
-    crate::api::idempotency::sweep_expired(state);
+    state.sweep_expired();
     Ok(results)
 }
 
