@@ -1,5 +1,5 @@
 //! The command line: `migrate`, `run`, `drain`, `jobs`, `templates`, `tokens`, `send-test`,
-//! `bounces ingest`.
+//! `bounces ingest`, `dkim record`.
 //! The names are a contract: scripts rely on them.
 
 use std::path::PathBuf;
@@ -56,6 +56,22 @@ pub enum Command {
     Bounces {
         #[command(subcommand)]
         command: BouncesCommand,
+    },
+    /// DKIM signing keys (`[[dkim.keys]]`).
+    Dkim {
+        #[command(subcommand)]
+        command: DkimCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DkimCommand {
+    /// Print the DNS TXT record to publish for a signing domain's key, as a zone-file line:
+    /// `<selector>._domainkey.<domain>. IN TXT "v=DKIM1; k=rsa; p=..."`.
+    Record {
+        /// The signing domain (a `[[dkim.keys]]` domain).
+        #[arg(long)]
+        domain: String,
     },
 }
 
@@ -255,6 +271,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let app = App::build(settings)?;
             send_test_now(&app, email, &to).await
+        }
+        Command::Dkim {
+            command: DkimCommand::Record { domain },
+        } => {
+            let signer = crate::delivery::dkim::Signer::from_settings(&settings.dkim)?;
+            println!("{}", signer.dns_record(&domain)?);
+            Ok(ExitCode::SUCCESS)
         }
         // Handled before the settings are loaded, above.
         Command::Bounces { .. } => Ok(ExitCode::SUCCESS),

@@ -50,6 +50,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub templates: TemplateSettings,
     pub tracking: TrackingSettings,
+    pub dkim: crate::delivery::dkim::DkimSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -576,6 +577,7 @@ impl Settings {
         }
         self.templates.validate().map_err(ConfigError::Invalid)?;
         self.tracking.validate().map_err(ConfigError::Invalid)?;
+        self.dkim.validate().map_err(ConfigError::Invalid)?;
         self.validate_http()?;
         for d in &self.api.allowed_sender_domains {
             if !valid_host_entry(d) {
@@ -1025,6 +1027,35 @@ mod tests {
                 .to_string();
             assert!(e.contains("bounce.return_path"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn dkim_keys_come_from_a_file_only() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert!(s.dkim.keys.is_empty(), "nothing is signed by default");
+        let err = Settings::load_from(None, env(&[("ADOPT__DKIM__KEYS", "x")])).unwrap_err();
+        assert!(
+            err.to_string().contains("only a configuration file"),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[[dkim.keys]]\ndomain = \"adoptdontshop.com\"\nselector = \"s1\"\nkey_file = \"/k.pem\"\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(Some(&path), env(&[])).unwrap();
+        assert_eq!(s.dkim.keys.len(), 1);
+        assert_eq!(s.dkim.keys[0].selector, "s1");
+        std::fs::write(
+            &path,
+            "[[dkim.keys]]\ndomain = \"adoptdontshop.com\"\nselector = \"s 1\"\nkey_file = \"/k.pem\"\n",
+        )
+        .unwrap();
+        let err = Settings::load_from(Some(&path), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("dkim.keys[0].selector"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 use crate::api::webhooks::sns::SnsVerifier;
 use crate::config::Settings;
 use crate::db::{self, DbError};
+use crate::delivery::dkim::{DkimError, Signer};
 use crate::delivery::transport::{Transport, TransportError};
 use crate::delivery::{Deliverer, DeliveryPolicy, Tally};
 use crate::jobs::{self, Jobs};
@@ -29,6 +30,8 @@ pub enum StartupError {
     Db(#[from] DbError),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    Dkim(#[from] DkimError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -72,6 +75,10 @@ impl App {
     pub fn build(settings: Settings) -> Result<App, StartupError> {
         let pool = db::pool(&settings.database)?;
         let transport = Transport::from_settings(&settings.smtp, &settings.outbox)?;
+        let dkim = Signer::from_settings(&settings.dkim)?;
+        if !dkim.is_empty() {
+            info!(keys = ?dkim, "dkim: signing mail from the domains of these keys");
+        }
         let templates = Templates::new(pool.clone(), &settings);
         let deliverer = Deliverer::new(
             pool.clone(),
@@ -85,6 +92,7 @@ impl App {
                 log_recipient_addresses: settings.log.recipient_addresses,
                 from_name: settings.app.from_name.clone(),
                 return_path: settings.bounce.return_path(),
+                dkim,
             },
             templates.clone(),
         );

@@ -154,6 +154,25 @@ pub fn build(
     built.map_err(|e| InvalidEmail::Build(e.to_string()))
 }
 
+/// A message in its final form: the envelope and the bytes every transport sends as they are
+/// (the relay's DATA, the outbox's `.eml`), signed when DKIM covers its sender
+/// (`dkim::Signer::sign`, which makes these).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub envelope: Envelope,
+    pub bytes: Vec<u8>,
+}
+
+impl Outgoing {
+    /// The message as lettre writes it, unsigned.
+    pub fn new(message: &Message) -> Outgoing {
+        Outgoing {
+            envelope: message.envelope().clone(),
+            bytes: message.formatted(),
+        }
+    }
+}
+
 /// Longest line 7bit allows (RFC 5322 2.1.1), without its CRLF.
 const MAX_LINE: usize = 998;
 

@@ -3,6 +3,7 @@
 //! seen from the sender's side.
 
 pub mod classify;
+pub mod dkim;
 pub mod message;
 pub mod retry;
 pub mod transport;
@@ -69,6 +70,8 @@ pub struct DeliveryPolicy {
     pub from_name: String,
     /// `bounce.return_path`: the VERP envelope sender; `None`: the From address.
     pub return_path: Option<crate::config::ReturnPath>,
+    /// `[[dkim.keys]]`, parsed at start-up: signs every message whose From domain has a key.
+    pub dkim: dkim::Signer,
 }
 
 type RateLimiter = governor::DefaultDirectRateLimiter;
@@ -262,6 +265,14 @@ impl Deliverer {
                     },
                     rendered,
                 );
+            }
+        };
+        // Signed once, here, over the bytes the transport sends as they are.
+        let msg = match self.policy.dkim.sign(&msg) {
+            Ok(m) => m,
+            Err(e) => {
+                let failure = SendFailure::transient(e.to_string());
+                return (self.classify(email, failure), rendered);
             }
         };
         // The connection first, then the lease check: waiting for a free connection can be

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lettre::Message;
 use uuid::Uuid;
 
 use super::classify::SendFailure;
+use super::message::Outgoing;
 use crate::config::{OutboxSettings, SmtpSettings, redact_url};
 
 /// `provider_id` written for emails that went to the outbox.
@@ -154,14 +154,14 @@ impl Transport {
         &self,
         slot: Slot,
         email_id: Uuid,
-        message: &Message,
+        message: &Outgoing,
         message_id: &str,
         to: &str,
     ) -> Result<Accepted, SendFailure> {
         match self {
             Transport::Smtp(relay) => relay.send(slot, message, message_id, to).await,
             Transport::Outbox { dir } => {
-                write_eml(dir, email_id, &message.formatted())
+                write_eml(dir, email_id, &message.bytes)
                     .await
                     .map_err(|e| {
                         SendFailure::transient(format!(
@@ -199,7 +199,7 @@ impl SmtpRelay {
     async fn send(
         &self,
         slot: Slot,
-        message: &Message,
+        message: &Outgoing,
         message_id: &str,
         to: &str,
     ) -> Result<Accepted, SendFailure> {

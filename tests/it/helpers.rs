@@ -12,7 +12,7 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 use uuid::Uuid;
 
 #[allow(unused_imports)]
-pub use crate::smtp_server::{Command, Rule, TestSmtp};
+pub use crate::smtp_server::{Command, ReceivedMessage, Rule, TestSmtp};
 
 /// Server part of the test database URL: `ADOPT_TEST_PG` or the local default.
 pub fn server_url() -> String {
@@ -157,6 +157,18 @@ pub fn settings(
     outbox: Option<&std::path::Path>,
     overrides: &[(&str, &str)],
 ) -> Settings {
+    settings_with_file(db, smtp_url, outbox, None, overrides)
+}
+
+/// [`settings`] with a configuration file layered under the environment, for what only a
+/// file can give (lists of tables such as `[[dkim.keys]]`).
+pub fn settings_with_file(
+    db: &TestDb,
+    smtp_url: Option<&str>,
+    outbox: Option<&std::path::Path>,
+    file: Option<&std::path::Path>,
+    overrides: &[(&str, &str)],
+) -> Settings {
     let mut env: Vec<(String, String)> = vec![
         ("DATABASE_URL".into(), db.url.clone()),
         ("ADOPT__WORKER__POLL_INTERVAL_MS".into(), "100".into()),
@@ -174,7 +186,7 @@ pub fn settings(
     for (k, v) in overrides {
         env.push((k.to_string(), v.to_string()));
     }
-    Settings::load_from(None, env).expect("test settings are valid")
+    Settings::load_from(file, env).expect("test settings are valid")
 }
 
 pub fn app(settings: Settings) -> App {

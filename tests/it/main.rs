@@ -10,6 +10,7 @@ mod api;
 mod bounces;
 mod cli;
 mod delivery;
+mod dkim;
 mod foundation;
 mod integrating;
 mod jobs;

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use lettre::Message;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
@@ -27,6 +26,7 @@ use lettre::transport::smtp::response::Response;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::super::classify::SendFailure;
+use super::super::message::Outgoing;
 use super::data::DataContent;
 use super::tls::{self, ExtraRoots};
 
@@ -178,15 +178,15 @@ impl Connections {
     pub(super) async fn send(
         self: &Arc<Self>,
         _permit: OwnedSemaphorePermit,
-        message: &Message,
+        message: &Outgoing,
         primary: &str,
     ) -> Result<Delivered, SendFailure> {
         self.reaper.get_or_init(|| {
             tokio::spawn(close_idle(Arc::downgrade(self)));
         });
         let mut conn = self.checkout().await?;
-        let bytes = message.formatted();
-        let envelope = message.envelope();
+        let bytes = &message.bytes;
+        let envelope = &message.envelope;
         let mut mail_options = Vec::new();
         // An IDN domain is already punycode (message::ascii_domain); what is left is a
         // non-ASCII local part, which only an SMTPUTF8 server can take. Checked before the
@@ -220,7 +220,7 @@ impl Connections {
             }
             mail_options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        match transaction(&mut conn, envelope, &bytes, primary, mail_options).await {
+        match transaction(&mut conn, envelope, bytes, primary, mail_options).await {
             Ok(delivered) => {
                 self.checkin(conn);
                 Ok(delivered)
