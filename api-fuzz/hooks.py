@@ -2,7 +2,7 @@
 valid request that only the database knows.
 
 1. `POST /v1/webhooks/events` and `/v1/webhooks/dsn` are authenticated by an HMAC-SHA256 of
-"{X-Adopt-Timestamp}.{raw body}" (README "Webhook"), which no static header can carry.
+"{X-Adopt-Timestamp}.{raw body}" (docs/bounces.md), which no static header can carry.
 schemathesis.toml gives the `webhook_signature` scheme the placeholder value below; when a
 request still carries it, the request is signed here, on the exact bytes about to be sent,
 with the timestamp set to now. A request whose headers were generated as invalid on purpose,

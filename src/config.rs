@@ -9,9 +9,11 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use serde::Deserialize;
 
+pub(crate) mod dkim;
 mod jobs;
 mod retry;
 mod verp;
+pub use dkim::{DkimKeySettings, DkimSettings};
 pub use jobs::{JobName, JobSchedule, JobSettings};
 pub(crate) use retry::MAX_SECS;
 pub use retry::{MIN_HINT, RetryPolicy};
@@ -50,7 +52,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub templates: TemplateSettings,
     pub tracking: TrackingSettings,
-    pub dkim: crate::delivery::dkim::DkimSettings,
+    pub dkim: DkimSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

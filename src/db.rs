@@ -46,7 +46,7 @@ fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
 /// A server on this host, reached over TCP, with no `sslmode` chosen (in the URL or
 /// `PGSSLMODE`): sqlx's default `prefer` would encrypt loopback traffic, which protects
 /// nothing and was the drain's largest cost once rendering was cheap (writing a batch of
-/// rendered emails back took 46 ms with TLS, 17 without: README "Performance").
+/// rendered emails back took 46 ms with TLS, 17 without: docs/performance.md "Performance").
 fn loopback_without_sslmode(url: &str) -> bool {
     if std::env::var_os("PGSSLMODE").is_some() {
         return false;

@@ -1,5 +1,5 @@
 //! adopt-worker: the background job and email delivery worker of the Adopt Don't Shop
-//! platform. See README.md for the tour and the behaviour contract; docs/integrating.md for
+//! platform. See README.md for the tour and docs/ for the behaviour contract; docs/integrating.md for
 //! services that queue email.
 
 pub mod api;

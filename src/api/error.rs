@@ -1,6 +1,6 @@
 //! The one error type of the HTTP API: every failure is JSON
 //! `{"error": {"code", "message", "details"?}}` with a stable snake_case `code` (listed in
-//! README "HTTP API"), and the request extractors that turn axum's plain-text rejections into
+//! docs/api.md "HTTP API"), and the request extractors that turn axum's plain-text rejections into
 //! it.
 
 use axum::body::Bytes;

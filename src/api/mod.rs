@@ -1,4 +1,4 @@
-//! The HTTP API (README "HTTP API"): enqueue, read, retry, templates for admins, open
+//! The HTTP API (docs/api.md "HTTP API"): enqueue, read, retry, templates for admins, open
 //! pixel and click redirect, unsubscribe, relay webhooks, health and the OpenAPI document.
 //!
 //! [`routes`] is the single list of routes: each goes in through utoipa-axum's `routes!`,
@@ -180,7 +180,7 @@ impl ApiState {
     info(
         title = "adopt-worker",
         description = "Email delivery API of the Adopt Don't Shop platform. Errors are always \
-            `{\"error\": {\"code\", \"message\", \"details\"?}}`; see README \"HTTP API\" for the codes. \
+            `{\"error\": {\"code\", \"message\", \"details\"?}}`; see docs/api.md \"HTTP API\" in the repository for the codes. \
             No string of a request may hold NUL (U+0000): PostgreSQL cannot store it, so it is \
             refused, in a body with 422 naming the field, in a query or path with 400."
     ),

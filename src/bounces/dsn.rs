@@ -148,7 +148,7 @@ impl RecipientStatus {
         SmtpReply::from_parts(code, &text)
     }
 
-    /// README "Bounces and complaints": the project's classifier on the status and the
+    /// docs/bounces.md "Bounces and complaints": the project's classifier on the status and the
     /// diagnostic, for a failed recipient.
     pub fn verdict(&self) -> Verdict {
         match self.action {

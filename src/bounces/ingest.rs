@@ -1,4 +1,4 @@
-//! Applying one message sent to the bounce address (README "Bounces and complaints"): find
+//! Applying one message sent to the bounce address (docs/bounces.md "Bounces and complaints"): find
 //! the email it is about, then do what the relay webhook does for the same event, in one
 //! transaction. Every effect is guarded by the row's state, so the same report ingested
 //! twice changes nothing the second time (`duplicate`).

@@ -1,4 +1,4 @@
-//! Bounces and complaints that come back by mail (README "Bounces and complaints"): the VERP
+//! Bounces and complaints that come back by mail (docs/bounces.md "Bounces and complaints"): the VERP
 //! envelope sender that names each email ([`ReturnPath`]), the reading of delivery status
 //! notifications and abuse reports ([`dsn`]), and applying them to the rows ([`ingest`]),
 //! from `adopt-worker bounces ingest` (an MTA's pipe) or `POST /v1/webhooks/dsn`.

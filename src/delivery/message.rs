@@ -186,7 +186,7 @@ const MAX_LINE: usize = 998;
 /// non-ASCII, where base64 may be smaller) is left to lettre's own choice. With
 /// `eight_bit`, text with non-ASCII characters whose lines fit is sent as 8bit, unencoded:
 /// quoted-printable was the largest part of the worker's CPU per email once rendering was
-/// cheap (README "Performance").
+/// cheap (docs/performance.md "Performance").
 fn encoded_body(text: &str, eight_bit: bool) -> Body {
     let (crlf, shape) = crlf_line_endings(text);
     if !shape.nul && shape.longest_line <= MAX_LINE {

@@ -129,7 +129,7 @@ label_enum!(
 
 label_enum!(
     /// `result` of [`super::DSN_INGESTED`]: what one message sent to the bounce address came
-    /// to (README "Bounces and complaints").
+    /// to (docs/bounces.md "Bounces and complaints").
     DsnResult {
         HardBounce => "hard_bounce",
         SoftBounce => "soft_bounce",

@@ -262,7 +262,7 @@ pub fn category_of(metadata: Option<&Value>, email_type: EmailType) -> Option<St
 /// The category of the digest email itself (its one-click unsubscribe turns this off).
 pub const DIGEST_CATEGORY: &str = "notification_digest";
 
-/// README "Who gets what", as one pure function of the row and its recipient.
+/// docs/delivery.md "Who gets what", as one pure function of the row and its recipient.
 pub fn decide(email: &ClaimedEmail) -> Verdict {
     let p = &email.recipient;
     if p.is_blacklisted == Some(true) {

@@ -6,7 +6,7 @@
 //!
 //! Up to [`WRITERS`] batches are written at once, on as many connections: one writer at a
 //! time was the drain's bottleneck for template emails, whose rendered HTML and text are
-//! written back with the status (README "Performance"). Batches hold distinct rows, so
+//! written back with the status (docs/performance.md "Performance"). Batches hold distinct rows, so
 //! concurrent writers never wait on each other's locks.
 
 use std::sync::{Arc, OnceLock};

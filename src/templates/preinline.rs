@@ -1,7 +1,7 @@
 //! CSS inlined once per template version instead of once per email.
 //!
 //! Inlining parses and re-serialises the whole document, which is most of a render's cost
-//! (README "Performance"). For the templates it can prove safe, this module builds, once, a
+//! (docs/performance.md "Performance"). For the templates it can prove safe, this module builds, once, a
 //! standalone Tera source in which the layout and the child's blocks are flattened into one
 //! document and the `<style>` rules are already written into `style` attributes; each email
 //! then only runs Tera.

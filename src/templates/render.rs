@@ -726,7 +726,7 @@ pub fn one_line(s: &str) -> String {
 /// is nothing to inline, and the parse and serialisation are most of the cost. css-inline
 /// (0.17) takes no parsed stylesheet: each call parses its `<style>` text and each selector
 /// again (`InlineOptions::cache` keeps remote stylesheets' text only), so there is no parsed
-/// result to reuse across emails (README "Performance").
+/// result to reuse across emails (docs/performance.md "Performance").
 pub fn inline_css(html: &str) -> Result<String, String> {
     if !has_style_element(html) {
         return Ok(html.to_string());

@@ -1,4 +1,4 @@
-//! The HTTP API over real HTTP against real PostgreSQL (README "HTTP API").
+//! The HTTP API over real HTTP against real PostgreSQL (docs/api.md "HTTP API").
 
 mod auth;
 mod contract;

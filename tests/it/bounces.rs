@@ -1,6 +1,6 @@
 //! Bounces that come back by mail: the VERP envelope sender (`bounce.return_path`), and
 //! `adopt-worker bounces ingest` / `POST /v1/webhooks/dsn` applying DSNs and abuse reports
-//! to the rows over real SQL (README "Bounces and complaints").
+//! to the rows over real SQL (docs/bounces.md "Bounces and complaints").
 
 use crate::helpers::*;
 

@@ -1,5 +1,5 @@
 //! Delivery that never loses or doubles mail: retries, bounces, preferences, leases,
-//! wake-ups, priority, shutdown (README "How a row is delivered": the email_queue state machine).
+//! wake-ups, priority, shutdown (docs/delivery.md "How a row is delivered": the email_queue state machine).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! DKIM signing (README "DKIM signing"). Every signature is checked by an independent
+//! DKIM signing (docs/delivery.md "DKIM signing"). Every signature is checked by an independent
 //! verifier, dkimpy (`scripts/dkim-verify`), against the TXT record built by the function
 //! `adopt-worker dkim record` prints; the keys are made now with openssl, as operators do.
 

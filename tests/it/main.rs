@@ -7,6 +7,7 @@ mod smtp_server;
 mod helpers;
 
 mod api;
+mod architecture;
 mod bounces;
 mod cli;
 mod delivery;

@@ -1,4 +1,4 @@
-//! `POST /v1/webhooks/mailgun`: Mailgun's webhooks (README "Bounces and complaints"). Each
+//! `POST /v1/webhooks/mailgun`: Mailgun's webhooks (docs/bounces.md "Bounces and complaints"). Each
 //! body carries `signature: {timestamp, token, signature}`, the hex HMAC-SHA256 of
 //! `timestamp + token` with `auth.mailgun_signing_key`, checked in constant time; the
 //! timestamp must be within `auth.webhook_tolerance_secs`, and a token is accepted once (as

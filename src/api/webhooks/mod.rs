@@ -283,7 +283,7 @@ impl ToSchema for RawMessage {}
 
 /// A bounce, complaint or other message that came back to the bounce address, posted
 /// whole by the relay and signed like `/v1/webhooks/events`. Applied exactly as
-/// `adopt-worker bounces ingest` applies it (README "Bounces and complaints").
+/// `adopt-worker bounces ingest` applies it (docs/bounces.md "Bounces and complaints").
 #[utoipa::path(post, path = "/v1/webhooks/dsn", tag = "webhooks",
     security(("webhook_signature" = [])),
     params(

@@ -1,5 +1,5 @@
 //! `POST /v1/webhooks/postmark`: Postmark's Bounce, Delivery, Spam Complaint, Open, Click and
-//! Subscription Change webhooks (README "Bounces and complaints"). Postmark signs nothing: it
+//! Subscription Change webhooks (docs/bounces.md "Bounces and complaints"). Postmark signs nothing: it
 //! sends the HTTP basic-auth credentials written in the webhook URL, checked here in constant
 //! time against `auth.postmark_username` / `auth.postmark_password`. Its records carry no
 //! request timestamp, so there is no window; a body already accepted within the replay

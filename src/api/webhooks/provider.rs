@@ -1,4 +1,4 @@
-//! What the provider webhooks share (README "Bounces and complaints"): an event in our terms
+//! What the provider webhooks share (docs/bounces.md "Bounces and complaints"): an event in our terms
 //! ([`ProviderEvent`]), finding the email it is about, applying a request's events in one
 //! transaction with its replay key, the response, and the refusals (each counted in
 //! `adopt_worker_provider_webhooks_refused_total`).

@@ -1,4 +1,4 @@
-//! `POST /v1/webhooks/sendgrid`: SendGrid's Event Webhook with its signature (README "Bounces
+//! `POST /v1/webhooks/sendgrid`: SendGrid's Event Webhook with its signature (docs/bounces.md "Bounces
 //! and complaints"). SendGrid signs `timestamp + raw body` with ECDSA P-256 / SHA-256 and
 //! sends the base64 DER signature and the timestamp in `X-Twilio-Email-Event-Webhook-Signature`
 //! and `X-Twilio-Email-Event-Webhook-Timestamp`; the key is `auth.sendgrid_public_key`. The

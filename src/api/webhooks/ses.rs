@@ -1,4 +1,4 @@
-//! `POST /v1/webhooks/ses`: Amazon SES notifications delivered by SNS over HTTPS (README
+//! `POST /v1/webhooks/ses`: Amazon SES notifications delivered by SNS over HTTPS (docs/bounces.md
 //! "Bounces and complaints"). The SNS message must come from a topic of
 //! `auth.ses_topic_arns`, be within `auth.webhook_tolerance_secs` of now, and carry a valid
 //! SNS signature ([`super::sns`]); a notification is applied once (its SNS `MessageId` is the

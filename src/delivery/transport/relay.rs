@@ -1,7 +1,7 @@
 //! The SMTP relay's connections: at most `pool_size` open at once, reused message after
 //! message, with `TCP_NODELAY` set.
 //!
-//! Why not lettre's own pool (measured in bench/results, README "Performance"):
+//! Why not lettre's own pool (measured in bench/results, docs/performance.md "Performance"):
 //! - its sockets keep Nagle's algorithm on, so the final `\r\n.\r\n` of every message, a
 //!   separate small write, waits for the server's delayed ACK: about 40 ms per message on
 //!   Linux, whatever the server's speed;

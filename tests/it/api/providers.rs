@@ -1,4 +1,4 @@
-//! The provider webhooks (README "Bounces and complaints"): Amazon SES through SNS, SendGrid,
+//! The provider webhooks (docs/bounces.md "Bounces and complaints"): Amazon SES through SNS, SendGrid,
 //! Postmark and Mailgun, each with the payload shapes its provider documents, signed in the
 //! test with keys made for it, over real HTTP against a real database.
 

@@ -1,4 +1,4 @@
-//! Defences of the internet-facing listener (README "Security"): each test fails when its
+//! Defences of the internet-facing listener (docs/api.md "Security"): each test fails when its
 //! defence is removed.
 
 use adopt_worker::api::tokens::Scope;
