@@ -93,6 +93,9 @@ impl App {
                 from_name: settings.app.from_name.clone(),
                 return_path: settings.bounce.return_path(),
                 dkim,
+                relay_provider: crate::delivery::message::RelayProvider::of_smtp_url(
+                    &settings.smtp.url,
+                ),
             },
             templates.clone(),
         );

@@ -72,10 +72,66 @@ pub fn message_id(email: &ClaimedEmail) -> String {
     format!("<{}@{}>", email.email_id, domain)
 }
 
+/// The mail provider whose SMTP relay `smtp.url` names: its webhooks report on the email by
+/// a value the worker sets in a header only that provider reads, so every event (opens and
+/// clicks too, which carry no Message-ID) finds its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayProvider {
+    /// `email-smtp.<region>.amazonaws.com`: `X-SES-MESSAGE-TAGS: email_id=<id>`
+    /// (`mail.tags.email_id` in SES's events).
+    Ses,
+    /// `smtp.sendgrid.net`: `X-SMTPAPI` unique argument `email_id` (a custom argument of
+    /// every event).
+    SendGrid,
+    /// `*.postmarkapp.com`: `X-PM-Metadata-email_id` (`Metadata.email_id`).
+    Postmark,
+    /// `*.mailgun.org`: `X-Mailgun-Variables` (`user-variables.email_id`).
+    Mailgun,
+}
+
+impl RelayProvider {
+    /// The provider whose relay `smtp_url` names, if any.
+    pub fn of_smtp_url(smtp_url: &str) -> Option<RelayProvider> {
+        let url = url::Url::parse(smtp_url).ok()?;
+        let host = url.host_str()?.trim_end_matches('.').to_ascii_lowercase();
+        let under = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
+        if host.starts_with("email-smtp.") && (under("amazonaws.com") || under("amazonaws.com.cn"))
+        {
+            Some(RelayProvider::Ses)
+        } else if under("sendgrid.net") {
+            Some(RelayProvider::SendGrid)
+        } else if under("postmarkapp.com") {
+            Some(RelayProvider::Postmark)
+        } else if under("mailgun.org") {
+            Some(RelayProvider::Mailgun)
+        } else {
+            None
+        }
+    }
+
+    /// The header that carries `email_id` to this provider's webhooks.
+    fn header(self, email_id: uuid::Uuid) -> HeaderValue {
+        let (name, value) = match self {
+            RelayProvider::Ses => ("X-SES-MESSAGE-TAGS", format!("email_id={email_id}")),
+            RelayProvider::SendGrid => (
+                "X-SMTPAPI",
+                format!(r#"{{"unique_args":{{"email_id":"{email_id}"}}}}"#),
+            ),
+            RelayProvider::Postmark => ("X-PM-Metadata-email_id", email_id.to_string()),
+            RelayProvider::Mailgun => (
+                "X-Mailgun-Variables",
+                format!(r#"{{"email_id":"{email_id}"}}"#),
+            ),
+        };
+        HeaderValue::new(HeaderName::new_from_ascii_str(name), value)
+    }
+}
+
 /// `eight_bit`: the message will go to a relay that announced 8BITMIME (or to the outbox),
 /// so text with non-ASCII characters can be sent as it is rather than quoted-printable.
 /// `return_path`: the envelope sender (MAIL FROM) when it is not the From address (VERP,
-/// `bounce.return_path`); the headers are the same either way.
+/// `bounce.return_path`); the headers are the same either way. `provider`: the mail
+/// provider whose relay sends it, for the header its webhooks match the email by.
 pub fn build(
     email: &ClaimedEmail,
     content: &Content<'_>,
@@ -83,6 +139,7 @@ pub fn build(
     unsubscribe: Option<&ListUnsubscribe>,
     eight_bit: bool,
     return_path: Option<Address>,
+    provider: Option<RelayProvider>,
 ) -> Result<Message, InvalidEmail> {
     let subject = single_line("subject", content.subject)?;
     if subject.trim().is_empty() {
@@ -125,6 +182,9 @@ pub fn build(
         .filter(|r| !r.trim().is_empty())
     {
         builder = builder.reply_to(mailbox("reply-to", None, reply_to)?);
+    }
+    if let Some(p) = provider {
+        builder = builder.raw_header(p.header(email.email_id));
     }
     if let Some(unsub) = unsubscribe {
         single_line("List-Unsubscribe URL", &unsub.url)?;
@@ -336,6 +396,55 @@ impl Header for ListUnsubscribePost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_providers_relay_gets_the_header_its_webhooks_match_by() {
+        let of = RelayProvider::of_smtp_url;
+        assert_eq!(
+            of("smtp://u:p@email-smtp.eu-west-1.amazonaws.com:587"),
+            Some(RelayProvider::Ses)
+        );
+        assert_eq!(
+            of("smtps://apikey:k@smtp.sendgrid.net:465"),
+            Some(RelayProvider::SendGrid)
+        );
+        assert_eq!(
+            of("smtp://t:t@smtp.postmarkapp.com:587"),
+            Some(RelayProvider::Postmark)
+        );
+        assert_eq!(
+            of("smtp://u:p@smtp.eu.mailgun.org:587"),
+            Some(RelayProvider::Mailgun)
+        );
+        for other in [
+            "smtp://127.0.0.1:2525",
+            "smtp://relay.example.org",
+            "smtp://notsendgrid.net",
+            "smtp://s3.amazonaws.com",
+            "",
+        ] {
+            assert_eq!(of(other), None, "{other}");
+        }
+        let id: uuid::Uuid = "9a0c6c47-2b2c-4cb1-9e5c-5d9d0f2f6b10".parse().unwrap();
+        let msg = Message::builder()
+            .from("a@example.org".parse().unwrap())
+            .to("b@example.org".parse().unwrap())
+            .raw_header(RelayProvider::Ses.header(id))
+            .raw_header(RelayProvider::SendGrid.header(id))
+            .raw_header(RelayProvider::Postmark.header(id))
+            .raw_header(RelayProvider::Mailgun.header(id))
+            .body(String::from("x"))
+            .unwrap();
+        let text = String::from_utf8(msg.formatted()).unwrap();
+        for line in [
+            format!("X-SES-MESSAGE-TAGS: email_id={id}\r\n"),
+            format!("X-SMTPAPI: {{\"unique_args\":{{\"email_id\":\"{id}\"}}}}\r\n"),
+            format!("X-PM-Metadata-email_id: {id}\r\n"),
+            format!("X-Mailgun-Variables: {{\"email_id\":\"{id}\"}}\r\n"),
+        ] {
+            assert!(text.contains(&line), "{line:?} missing from:\n{text}");
+        }
+    }
 
     #[test]
     fn line_endings_become_crlf_once() {

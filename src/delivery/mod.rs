@@ -72,6 +72,8 @@ pub struct DeliveryPolicy {
     pub return_path: Option<crate::config::ReturnPath>,
     /// `[[dkim.keys]]`, parsed at start-up: signs every message whose From domain has a key.
     pub dkim: dkim::Signer,
+    /// The provider whose SMTP relay `smtp.url` names (its webhooks' matching header).
+    pub relay_provider: Option<message::RelayProvider>,
 }
 
 type RateLimiter = governor::DefaultDirectRateLimiter;
@@ -255,6 +257,7 @@ impl Deliverer {
             unsubscribe.as_ref(),
             eight_bit,
             return_path,
+            self.policy.relay_provider,
         ) {
             Ok(m) => m,
             Err(e) => {

@@ -133,7 +133,7 @@ proptest! {
         let email = claimed(&from, from_name, &to, to_name, cc, reply_to);
         let content = Content { subject: &subject, html: "<p>hello</p>", text: None };
         let unsubscribe = unsubscribe.map(|url| ListUnsubscribe { url });
-        let Ok(msg) = message::build(&email, &content, BodyFormat::Multipart, unsubscribe.as_ref(), false, None)
+        let Ok(msg) = message::build(&email, &content, BodyFormat::Multipart, unsubscribe.as_ref(), false, None, None)
         else {
             return Ok(());
         };
