@@ -342,6 +342,8 @@ pub fn field_of(path: &str, message: &str) -> String {
         .map(|(name, _)| name);
     match (path, unknown) {
         (".", Some(name)) => name.to_string(),
+        // Some paths already end at the unknown key.
+        (p, Some(name)) if p == name || p.ends_with(&format!(".{name}")) => p.to_string(),
         (p, Some(name)) => format!("{p}.{name}"),
         (".", None) => "body".to_string(),
         (p, None) => p.to_string(),

@@ -18,7 +18,7 @@ use super::ApiState;
 use super::auth::{Admin, Authed, Read};
 use super::emails::{
     Enqueued, Recipient, TemplateRef, TemplateUseError, invalid, render_problem,
-    resolve_for_enqueue, validate_recipient,
+    resolve_for_enqueue, undeclared_keys, validate_recipient,
 };
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, FieldError};
 use crate::config::Settings;
@@ -472,9 +472,9 @@ async fn render_preview(
         templates::type_and_examples(state.pool(), resolved.template_id, q.version)
             .await?
             .unwrap_or((EmailType::System, json!({})));
-    let data = match body {
-        Some(PreviewBody { data: Some(d) }) => d,
-        _ => examples,
+    let (data, given) = match body {
+        Some(PreviewBody { data: Some(d) }) => (d, true),
+        _ => (examples, false),
     };
     let unsubscribe = format!(
         "{}/u/preview",
@@ -496,6 +496,14 @@ async fn render_preview(
         })
         .await
         .map_err(path_problem)?;
+    // Data given is checked as an enqueue's would be.
+    if given && templates.strict_data() && !r.undeclared.is_empty() {
+        return Err(ApiError::validation(undeclared_keys(
+            &r.name,
+            &r.undeclared,
+            &r.declared,
+        )));
+    }
     if json_format {
         return Ok(Json(Preview {
             name: r.name,

@@ -86,7 +86,7 @@ pub async fn type_and_examples(
 pub async fn count_test_send<'e>(exec: impl PgExecutor<'e>, name: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE email_templates SET test_emails_sent = COALESCE(test_emails_sent, 0) + 1
-         WHERE name = $1 AND deleted_at IS NULL",
+         WHERE lower(name) = lower($1) AND deleted_at IS NULL",
     )
     .bind(name)
     .execute(exec)

@@ -101,10 +101,31 @@ fn check_template(
         text: t.text.as_deref(),
     };
     if t.layout && !extends_layout(&t.html) {
-        return vec![Problem::new(
-            t.path(files::HTML),
-            "does not start with {% extends \"layout.html\" %}: the email would go out without the footer and unsubscribe link (set layout = false in template.toml if that is meant)",
-        )];
+        // Another parent is named at its quoted name; no extends at all, at the start.
+        let other = t.html.find("extends").and_then(|at| {
+            let rest = &t.html[at + "extends".len()..];
+            let quote = rest.find(['"', '\''])?;
+            let name_at = at + "extends".len() + quote;
+            let q = t.html[name_at..].chars().next()?;
+            let end = t.html[name_at + 1..].find(q)?;
+            Some((name_at, &t.html[name_at + 1..name_at + 1 + end]))
+        });
+        let problem = match other {
+            Some((at, name)) => {
+                let (line, col) = files::line_col(&t.html, at);
+                Problem::new(
+                    t.path(files::HTML),
+                    format!("extends {name:?}, but a template extends \"layout.html\" (the footer and unsubscribe link); set layout = false in template.toml to use no shared layout"),
+                )
+                .at(line, col)
+            }
+            None => Problem::new(
+                t.path(files::HTML),
+                "does not start with {% extends \"layout.html\" %}: the email would go out without the footer and unsubscribe link (set layout = false in template.toml if that is meant)",
+            )
+            .at(1, 1),
+        };
+        return vec![problem];
     }
     let compiled = match Compiled::new(sources, layout, t.variables.clone()) {
         Ok(c) => c,
@@ -558,6 +579,26 @@ mod tests {
         let lines = problems_of(tmp.path());
         assert!(
             lines[0].starts_with(&format!("{}:1:12: extends \"base.html\"", html.display())),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn extending_another_file_points_at_its_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_shipped(tmp.path());
+        let html = tmp.path().join("welcome/body.html");
+        std::fs::write(
+            &html,
+            "{% extends \"nolayout.html\" %}\n{% block content %}x{% endblock %}",
+        )
+        .unwrap();
+        let lines = problems_of(tmp.path());
+        assert!(
+            lines[0].starts_with(&format!(
+                "{}:1:12: extends \"nolayout.html\"",
+                html.display()
+            )),
             "{lines:#?}"
         );
     }

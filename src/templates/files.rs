@@ -235,6 +235,16 @@ pub fn load_dir(root: &Path, rules: &Rules) -> SourceDir {
         .map(|e| e.path())
         .filter(|p| p.is_dir() && p.join(MANIFEST).exists())
         .collect();
+    dirs.retain(|d| {
+        let linked = std::fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_symlink());
+        if linked {
+            out.problems.push(Problem::new(
+                d,
+                "is a symbolic link; template directories must be real directories inside the templates directory",
+            ));
+        }
+        !linked
+    });
     dirs.sort();
     let layout_path = root.join(LAYOUT);
     if layout_path.exists() {
@@ -260,6 +270,15 @@ pub fn load_dir(root: &Path, rules: &Rules) -> SourceDir {
 /// Reads a source file: at most `rules.max_source_bytes`, UTF-8 (an invalid byte is reported
 /// with its line, column and byte offset).
 fn read(path: &Path, rules: &Rules, problems: &mut Vec<Problem>) -> Option<String> {
+    // A link could bring in any file of the machine (and its content would be stored and
+    // sent): template files are regular files of the directory.
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        problems.push(Problem::new(
+            path,
+            "is a symbolic link; template files must be regular files inside the templates directory",
+        ).at(1, 1));
+        return None;
+    }
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
@@ -268,18 +287,25 @@ fn read(path: &Path, rules: &Rules, problems: &mut Vec<Problem>) -> Option<Strin
         }
     };
     if bytes.len() > rules.max_source_bytes {
-        problems.push(Problem::new(
-            path,
-            format!(
-                "{} bytes; a template file may have at most {} (templates.max_source_bytes)",
-                bytes.len(),
-                rules.max_source_bytes
-            ),
-        ));
+        problems.push(
+            Problem::new(
+                path,
+                format!(
+                    "{} bytes; a template file may have at most {} (templates.max_source_bytes)",
+                    bytes.len(),
+                    rules.max_source_bytes
+                ),
+            )
+            .at(1, 1),
+        );
         return None;
     }
     match String::from_utf8(bytes) {
-        Ok(s) => Some(s),
+        // An editor's byte-order mark is not content (it would start the subject).
+        Ok(s) => Some(match s.strip_prefix('\u{feff}') {
+            Some(rest) => rest.to_string(),
+            None => s,
+        }),
         Err(e) => {
             let offset = e.utf8_error().valid_up_to();
             let valid = std::str::from_utf8(&e.as_bytes()[..offset]).unwrap_or_default();
@@ -462,7 +488,7 @@ fn load_one(dir: &Path, rules: &Rules, problems: &mut Vec<Problem>) -> Option<Te
     };
     if let Some(s) = &subject {
         if s.trim().is_empty() {
-            problems.push(Problem::new(dir.join(SUBJECT), "the subject is empty"));
+            problems.push(Problem::new(dir.join(SUBJECT), "the subject is empty").at(1, 1));
         }
         let n = s.chars().count();
         if n > MAX_SUBJECT_CHARS {
@@ -954,5 +980,26 @@ required = true
         let d = load_dir(tmp.path(), &Rules::new("en-US"));
         let p = &d.problems[0];
         assert_eq!((p.line, p.col), (Some(3), Some(12)), "{p}");
+    }
+
+    #[test]
+    fn links_are_refused_and_a_byte_order_mark_is_not_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        template(tmp.path(), "welcome", "");
+        write(tmp.path(), "welcome/subject.txt", "\u{feff}Welcome");
+        let d = load_dir(tmp.path(), &Rules::new("en-US"));
+        assert!(d.problems.is_empty(), "{}", all(&d));
+        assert_eq!(d.templates[0].subject, "Welcome");
+
+        let outside = tmp.path().join("secret.txt");
+        std::fs::write(&outside, "root:x:0:0").unwrap();
+        std::os::unix::fs::symlink(&outside, tmp.path().join("welcome/body.txt")).unwrap();
+        let d = load_dir(tmp.path(), &Rules::new("en-US"));
+        assert!(
+            all(&d).contains("body.txt:1:1: is a symbolic link"),
+            "{}",
+            all(&d)
+        );
+        assert!(d.templates.is_empty());
     }
 }

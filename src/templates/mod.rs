@@ -556,7 +556,8 @@ impl Templates {
 
     /// What an enqueue needs to know of `data` for a template: the data checked against
     /// the current version's declarations without rendering when the template reads only
-    /// declared variables (a synced template always does), else by rendering it once.
+    /// declared variables, all of them scalars (strings, numbers, booleans, urls, emails,
+    /// datetimes), else by rendering it once (what an object must hold only a render tells).
     pub async fn check_data(
         &self,
         template: TemplateRef<'_>,
@@ -586,7 +587,16 @@ impl Templates {
         };
         let resolved = self.lookup_as(template, &locale_s, mode).await?;
         let compiled = self.compiled(&resolved, None).await?;
-        if !compiled.compiled.reads_only_declared() {
+        // The declarations tell presence and type, not what an object or array must hold
+        // (`user.first_name`): only a template of scalar variables is checked without a
+        // render.
+        let scalars_only = compiled.compiled.variables.iter().all(|v| {
+            !matches!(
+                v.var_type,
+                vars::VarType::Object | vars::VarType::Array | vars::VarType::Other(_)
+            )
+        });
+        if !(compiled.compiled.reads_only_declared() && scalars_only) {
             let r = self
                 .render(RenderRequest {
                     template,

@@ -161,7 +161,8 @@ pub async fn insert_template(
              created_at, updated_at)
          VALUES ($1, $2, $3::template_type_enum, $4::template_category_enum,
              $5::template_status_enum, $6, $7, $8, $9, jsonb_build_object('sync', $10::jsonb), $11,
-             (SELECT template_id FROM email_templates WHERE name = $12 AND deleted_at IS NULL),
+             (SELECT template_id FROM email_templates WHERE lower(name) = lower($12) AND deleted_at IS NULL
+              ORDER BY (name = $12) DESC LIMIT 1),
              '[]'::jsonb, 1, $13, $14, $15, $16, $16,
              now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')
          RETURNING template_id",
@@ -224,7 +225,8 @@ pub async fn update_template(
             variables = $11,
             locale = $12,
             parent_template_id = (SELECT p.template_id FROM email_templates p
-                                  WHERE p.name = $13 AND p.deleted_at IS NULL),
+                                  WHERE lower(p.name) = lower($13) AND p.deleted_at IS NULL
+                                  ORDER BY (p.name = $13) DESC LIMIT 1),
             is_default = $14,
             priority = $15,
             tags = $16,
@@ -270,7 +272,9 @@ pub async fn lookup_candidates(
         "WITH RECURSIVE root AS (
              SELECT template_id, category FROM email_templates
              WHERE ($1::uuid IS NOT NULL AND template_id = $1)
-                OR ($1::uuid IS NULL AND name = $2 AND deleted_at IS NULL)
+                OR ($1::uuid IS NULL AND lower(name) = lower($2) AND deleted_at IS NULL)
+             -- Names are compared case-insensitively; the exact spelling first.
+             ORDER BY (name = $2) DESC
              LIMIT 1
          ), chain AS (
              SELECT t.template_id, t.parent_template_id, 0 AS depth

@@ -352,10 +352,30 @@ pub async fn sync_templates(
         return Err(SyncError::DefaultTaken(taken.join("\n")));
     }
     let mut report = SyncReport::default();
+    let mut deleted_parents: Vec<String> = Vec::new();
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for t in templates {
         let row = rows.iter().find(|r| r.name.eq_ignore_ascii_case(&t.name));
+        // A parent left deleted leaves its variants skipped too: written now, they would lose
+        // their parent (and read as edited at the next sync).
+        if let Some(parent) = t
+            .parent
+            .as_deref()
+            .filter(|p| deleted_parents.iter().any(|d| d.eq_ignore_ascii_case(p)))
+        {
+            report.entries.push(SyncEntry {
+                name: t.name.clone(),
+                outcome: SyncOutcome::Skipped {
+                    reason: format!(
+                        "its parent {parent} is deleted in the database and was skipped; restore it with --force {parent}, or remove parent from template.toml"
+                    ),
+                },
+            });
+            deleted_parents.push(t.name.clone());
+            continue;
+        }
         if let Some(r) = row.filter(|r| r.deleted && !force.restores(&t.name)) {
+            deleted_parents.push(t.name.clone());
             report.entries.push(SyncEntry {
                 name: t.name.clone(),
                 outcome: SyncOutcome::Skipped {

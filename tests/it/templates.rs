@@ -1098,3 +1098,43 @@ async fn a_renamed_directory_is_reported_and_names_match_whatever_their_case() {
     assert_eq!(rows, ["welcome"]);
     assert_eq!(template_id(&db.pool, "password_reset").await, reset_id);
 }
+
+#[tokio::test]
+async fn a_variant_of_a_deleted_parent_is_skipped_not_orphaned() {
+    let db = TestDb::new().await;
+    let dir = copy_templates();
+    sync(&db, dir.path(), false).await;
+    sqlx::query("UPDATE email_templates SET deleted_at = now() WHERE name = 'welcome'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let variant = dir.path().join("welcome.de-DE");
+    std::fs::create_dir(&variant).unwrap();
+    for f in ["subject.txt", "body.html"] {
+        std::fs::copy(dir.path().join("welcome").join(f), variant.join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(dir.path().join("welcome/template.toml")).unwrap();
+    std::fs::write(
+        variant.join("template.toml"),
+        manifest
+            .replace(
+                "name = \"welcome\"",
+                "name = \"welcome.de-DE\"\nparent = \"welcome\"",
+            )
+            .replace("locale = \"en-US\"", "locale = \"de-DE\"")
+            .replace("is_default = true", "is_default = false"),
+    )
+    .unwrap();
+    let report = sync(&db, dir.path(), false).await;
+    assert!(
+        matches!(outcome(&report, "welcome.de-DE"), SyncOutcome::Skipped { reason } if reason.contains("its parent welcome is deleted")),
+        "{:?}",
+        report.entries
+    );
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM email_templates WHERE name = 'welcome.de-DE'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(n, 0);
+}

@@ -22,7 +22,7 @@ pub use request::{
     EnqueueRequest, NamedRecipient, Recipient, TemplateRef, Validated, validate_recipient,
 };
 pub use template::{TemplateUseError, resolve_for_enqueue};
-pub(in crate::api) use template::{invalid, render_problem};
+pub(in crate::api) use template::{invalid, render_problem, undeclared_keys};
 pub use view::{EmailList, EmailView};
 
 use super::ApiState;

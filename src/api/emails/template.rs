@@ -72,29 +72,11 @@ pub async fn resolve_for_enqueue(
         .await
         .map_err(render_problem)?;
     if templates.strict_data() && !r.undeclared.is_empty() {
-        let errors = r
-            .undeclared
-            .iter()
-            .map(|key| {
-                let nearest = r
-                    .declared
-                    .iter()
-                    .map(|d| (strsim::jaro_winkler(key, d), d))
-                    .filter(|(score, _)| *score >= 0.8)
-                    .max_by(|a, b| a.0.total_cmp(&b.0))
-                    .map(|(_, d)| format!("; did you mean \"{d}\"?"))
-                    .unwrap_or_default();
-                FieldError::new(
-                    format!("data.{key}"),
-                    format!(
-                        "\"{key}\" is not a variable of template {}: it declares {}{nearest}",
-                        r.name,
-                        r.declared.join(", ")
-                    ),
-                )
-            })
-            .collect();
-        return Err(TemplateUseError::Invalid(errors));
+        return Err(TemplateUseError::Invalid(undeclared_keys(
+            &r.name,
+            &r.undeclared,
+            &r.declared,
+        )));
     }
     email.template_id = Some(r.template_id);
     email.template_data = Some(t.data);
@@ -108,4 +90,32 @@ pub async fn resolve_for_enqueue(
         }
     }
     Ok(email)
+}
+
+/// `templates.strict_data`: each `data` key the template does not declare, named with the
+/// declared one it was probably meant to be.
+pub(in crate::api) fn undeclared_keys(
+    template: &str,
+    undeclared: &[String],
+    declared: &[String],
+) -> Vec<FieldError> {
+    undeclared
+        .iter()
+        .map(|key| {
+            let nearest = declared
+                .iter()
+                .map(|d| (strsim::jaro_winkler(key, d), d))
+                .filter(|(score, _)| *score >= 0.8)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, d)| format!("; did you mean \"{d}\"?"))
+                .unwrap_or_default();
+            FieldError::new(
+                format!("data.{key}"),
+                format!(
+                    "\"{key}\" is not a variable of template {template}: it declares {}{nearest}",
+                    declared.join(", ")
+                ),
+            )
+        })
+        .collect()
 }

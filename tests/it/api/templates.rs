@@ -689,6 +689,19 @@ async fn a_preview_takes_data_and_an_old_version_shows_with_its_own_examples() {
         )
         .await;
     error_code(r, 422).await;
+    // Checked as an enqueue's: a key the template does not declare is refused.
+    let r = api
+        .post_json(
+            "/v1/templates/welcome/preview",
+            &admin,
+            &json!({"data": {"user": {"first_name": "Zed"}, "usr": 1}}),
+        )
+        .await;
+    let (_, err) = error_code(r, 422).await;
+    assert_eq!(
+        err["error"]["details"]["errors"][0]["field"], "data.usr",
+        "{err}"
+    );
 
     // Version 2 renames the variable: version 1 previews with version 1's examples.
     sqlx::query(
@@ -777,4 +790,32 @@ async fn enqueue_checks_declared_data_and_renders_what_declares_nothing() {
         .await;
     let (_, err) = error_code(r, 422).await;
     assert!(err.to_string().contains("must be an object"), "{err}");
+    // What an object must hold only a render tells: still a 422, not a failed row later.
+    let r = api
+        .post_json("/v1/emails", &token, &email("welcome", json!({"user": {}})))
+        .await;
+    let (_, err) = error_code(r, 422).await;
+    assert!(err.to_string().contains("user.first_name"), "{err}");
+    // Names are compared case-insensitively, as sync compares them.
+    let r = api
+        .post_json(
+            "/v1/emails",
+            &token,
+            &email("WELCOME", json!({"user": {"first_name": "Maya"}})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // An unknown top-level field is named once.
+    let r = api
+        .post_json(
+            "/v1/emails",
+            &token,
+            &json!({"to": "a@example.com", "bogus": 1}),
+        )
+        .await;
+    let (_, err) = error_code(r, 422).await;
+    assert_eq!(
+        err["error"]["details"]["errors"][0]["field"], "bogus",
+        "{err}"
+    );
 }
