@@ -7,8 +7,14 @@
 # deploy/docker-compose.yml runs it with PostgreSQL + PostGIS and a mail catcher.
 # docs/operations.md covers configuration, probes, metrics, scaling and upgrades.
 
+# The base images, as build arguments so that a local stand-in can be named (scripts/image-check
+# builds this file with images it makes from Debian packages, where no registry is reachable):
+#   docker build --build-arg RUST_IMAGE=... --build-arg RUNTIME_IMAGE=... .
+ARG RUST_IMAGE=rust:1.95-slim-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+
 # ---- build ----------------------------------------------------------------------------
-FROM rust:1.95-slim-bookworm AS builder
+FROM ${RUST_IMAGE} AS builder
 WORKDIR /build
 
 # Dependencies first, in their own layer: it is rebuilt only when Cargo.toml or Cargo.lock
@@ -33,7 +39,7 @@ RUN cargo build --release --locked \
     && strip --strip-debug target/release/adopt-worker
 
 # ---- run ------------------------------------------------------------------------------
-FROM debian:bookworm-slim
+FROM ${RUNTIME_IMAGE}
 
 # ca-certificates is the system store (/etc/ssl/certs). PostgreSQL's certificate (checked with
 # sslmode=verify-ca/verify-full) must chain to it or to sslrootcert=, the relay's to it, to the
