@@ -7,34 +7,33 @@
 use std::fmt;
 
 /// A message ready to follow a `354` reply, sent with lettre's `command()` (which writes it
-/// whole and reads the final reply as for any command).
-pub(super) struct DataContent(String);
+/// whole and reads the final reply as for any command). The stuffing is done as lettre
+/// formats it into its write buffer, so the message is copied once.
+pub(super) struct DataContent<'a>(&'a str);
 
-impl DataContent {
+impl<'a> DataContent<'a> {
     /// `None` for a message that is not UTF-8 (then lettre's own path sends it).
-    pub(super) fn new(message: &[u8]) -> Option<DataContent> {
-        let text = std::str::from_utf8(message).ok()?;
-        let mut out = String::with_capacity(text.len() + text.len() / 64 + 8);
+    pub(super) fn new(message: &'a [u8]) -> Option<DataContent<'a>> {
+        std::str::from_utf8(message).ok().map(DataContent)
+    }
+}
+
+impl fmt::Display for DataContent<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0;
         if text.starts_with('.') {
-            out.push('.');
+            f.write_str(".")?;
         }
         let mut from = 0;
         for at in memchr::memmem::find_iter(text.as_bytes(), b"\r\n.") {
             // Up to and including the dot's CRLF, then the extra dot; the dot itself starts
             // the next run.
-            out.push_str(&text[from..at + 2]);
-            out.push('.');
+            f.write_str(&text[from..at + 2])?;
+            f.write_str(".")?;
             from = at + 2;
         }
-        out.push_str(&text[from..]);
-        out.push_str("\r\n.\r\n");
-        Some(DataContent(out))
-    }
-}
-
-impl fmt::Display for DataContent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&text[from..])?;
+        f.write_str("\r\n.\r\n")
     }
 }
 
